@@ -1,0 +1,539 @@
+"""The model and the diffusion around it: data, denoisers, loss, sampler, checkpoints, training."""
+
+import json
+import math
+import os
+import random
+import tempfile
+import unittest
+
+import microdiffusion as md
+from value import Value
+
+NAMES = ['emma', 'olivia', 'ava', 'isabella', 'sophia', 'mia', 'amelia', 'harper', 'evelyn',
+         'abigail', 'emily', 'ella', 'liam', 'noah', 'william', 'james', 'logan', 'benjamin',
+         'mason', 'elijah', 'oliver', 'jacob', 'lucas', 'michael', 'alexander', 'ethan', 'daniel',
+         'matthew', 'aiden', 'henry', 'joseph', 'jackson', 'samuel', 'sebastian', 'david', 'carter']
+
+
+def tiny(**changes):
+    """The real architecture at full size, on this file's small vocabulary."""
+    cfg = md.Config(**changes)
+    tok = md.Tokenizer.from_names(NAMES)
+    return cfg, tok
+
+
+def smaller(**changes):
+    """The same architecture, narrower and shorter, for tests that train."""
+    shape = dict(n_embd=8, n_head=2, n_layer=2, block_size=8, val_every=1000)
+    shape.update(changes)
+    return tiny(**shape)
+
+
+SHORT_NAMES = [n for n in NAMES if len(n) <= 8]
+
+
+def float_loss(model, float_params, tokens, seed):
+    rng = random.Random(seed)
+    return md.diffusion_loss(model.denoise, float_params, model.cfg, tokens, model.tok.MASK, rng)
+
+
+class UniformDenoiser:
+    """All logits equal (zero), whatever the input: a model that knows nothing."""
+
+    def __init__(self, vocab_size):
+        self.vocab_size, self.calls = vocab_size, 0
+
+    def __call__(self, params, cfg, tokens, positions):
+        self.calls += 1
+        return [[0.0] * self.vocab_size for _ in positions]
+
+
+class DataTest(unittest.TestCase):
+
+    def setUp(self):
+        self.folder = tempfile.TemporaryDirectory()
+        self.addCleanup(self.folder.cleanup)
+
+    def write(self, content, mode='w'):
+        path = os.path.join(self.folder.name, 'names.txt')
+        with open(path, mode) as f:
+            f.write(content)
+        return path
+
+    def test_tokenizer_round_trip(self):
+        tok = md.Tokenizer.from_names(['zoe', 'ana', 'éva'])
+        self.assertEqual(tok.chars, ['a', 'e', 'n', 'o', 'v', 'z', 'é'])
+        self.assertEqual((tok.MASK, tok.PAD, tok.vocab_size), (7, 8, 9))
+        for name in ('zoe', 'ana', 'éva', 'a', 'zzzzzzzzzzzzzzzz'):
+            tokens = tok.encode(name, 16)
+            self.assertEqual(len(tokens), 16)
+            self.assertEqual(tokens[len(name):], [tok.PAD] * (16 - len(name)))
+            self.assertEqual(tok.decode(tokens), name)
+        self.assertEqual(tok.show([0, tok.MASK, tok.PAD]), 'a_.')
+        with self.assertRaises(ValueError):
+            tok.decode([0, tok.MASK])
+
+    def test_load_strips_and_skips_blank_lines(self):
+        path = self.write('  emma \n\n\t\nzoë\r\no\'neil\n')
+        self.assertEqual(md.load_names(path, 16), ['emma', 'zoë', "o'neil"])
+
+    def test_load_refuses_bad_files(self):
+        cases = [(os.path.join(self.folder.name, 'missing.txt'), 'no such file'),
+                 (self.folder.name, 'folder'),
+                 (self.write(''), 'no names'),
+                 (self.write('\n  \n\n'), 'no names')]
+        for path, message in cases:
+            with self.assertRaisesRegex(md.UserError, message):
+                md.load_names(path, 16)
+        path = self.write(b'emma\nz\xffe\n', 'wb')
+        with self.assertRaisesRegex(md.UserError, 'line 2: is not UTF-8'):
+            md.load_names(path, 16)
+        path = self.write('emma\n' + 'a' * 17 + '\n')
+        with self.assertRaisesRegex(md.UserError, 'line 2: .* has 17 characters'):
+            md.load_names(path, 16)
+
+    def test_split_is_fixed_and_ignores_order(self):
+        names = [f'name{i}' for i in range(300)]
+        train, held = md.split_names(names, 1000)
+        self.assertEqual(len(held), 30)  # at most a tenth
+        self.assertFalse(set(train) & set(held))
+        self.assertEqual(sorted(train + held), sorted(names))
+        shuffled = list(names)
+        random.Random(5).shuffle(shuffled)
+        self.assertEqual(sorted(md.split_names(shuffled, 1000)[1]), sorted(held))
+        self.assertEqual(len(md.split_names(names, 7)[1]), 7)
+
+    def test_batches_cover_each_epoch_once(self):
+        batches = md.Batches(NAMES, 4, seed=1)
+        epoch = [name for step in range(len(NAMES) // 4) for name in batches.at(step)]
+        self.assertEqual(sorted(epoch), sorted(NAMES))
+        self.assertNotEqual(epoch, NAMES)
+        self.assertEqual(md.Batches(NAMES, 4, seed=1).at(13), batches.at(13))
+        self.assertNotEqual(md.Batches(NAMES, 4, seed=2).at(0), batches.at(0))
+
+
+class ModelTest(unittest.TestCase):
+
+    def test_parameters_are_the_specified_6848(self):
+        cfg = md.Config()
+        params = md.init_transformer(cfg, 28, random.Random(0))
+        shapes = {name: (len(rows), len(rows[0])) for name, rows in params.items()}
+        expected = {'wte': (28, 16), 'wpe': (16, 16)}
+        for layer in (0, 1):
+            for name in ('attn_wq', 'attn_wk', 'attn_wv', 'attn_wo'):
+                expected[f'layer{layer}.{name}'] = (16, 16)
+            expected[f'layer{layer}.mlp_fc1'] = (64, 16)
+            expected[f'layer{layer}.mlp_fc2'] = (16, 64)
+        self.assertEqual(shapes, expected)
+        values = md.flatten(params)
+        self.assertEqual(len(values), 6848)
+        self.assertEqual(len({id(v) for v in values}), 6848)
+        spread = [v.data for v in values]
+        self.assertAlmostEqual(sum(x * x for x in spread) / len(spread), 0.08 ** 2, delta=0.0005)
+
+    def test_adam_updates_the_tied_matrix_once_per_step(self):
+        cfg, tok = tiny()
+        model = md.Model.new(cfg, tok)
+        values = md.flatten(model.params)
+        before = [v.data for v in values]
+        adam = md.Adam(values, cfg)
+        self.assertEqual(len(adam.m), len(values))
+        adam.step([1.0] * len(values), lr=0.01)
+        # Adam's first step moves every parameter by lr (m̂ = g, v̂ = g²): once, not twice
+        for v, b in zip(values, before):
+            self.assertAlmostEqual(b - v.data, 0.01, places=9)
+
+    def test_loss_gradient_matches_finite_differences(self):
+        cfg, tok = tiny()
+        model = md.Model.new(cfg, tok)
+        tokens = tok.encode('isabella', cfg.block_size)
+        seed = 3
+        loss = md.diffusion_loss(model.denoise, model.params, cfg, tokens, tok.MASK,
+                                 random.Random(seed))
+        loss.backward()
+        floats = md.as_floats(model.params)
+        self.assertEqual(float_loss(model, floats, tokens, seed), loss.data)
+        rng = random.Random(0)
+        picks = [('wte', tok.ids['a'], 3),   # embeds an input letter and scores it
+                 ('wte', tok.PAD, 0),        # PAD: an input and a target
+                 ('wte', tok.ids['y'], 5),   # not in the name: reached only as an output
+                 ('wte', tok.MASK, 7)]       # MASK: reached only as an input
+        for name in sorted(model.params):
+            rows = model.params[name]
+            picks += [(name, rng.randrange(len(rows)), rng.randrange(len(rows[0])))
+                      for _ in range(3)]
+        h = 1e-6
+        for name, i, j in picks:
+            original = floats[name][i][j]
+            floats[name][i][j] = original + h
+            up = float_loss(model, floats, tokens, seed)
+            floats[name][i][j] = original - h
+            down = float_loss(model, floats, tokens, seed)
+            floats[name][i][j] = original
+            numeric = (up - down) / (2 * h)
+            grad = model.params[name][i][j].grad
+            self.assertTrue(math.isclose(grad, numeric, rel_tol=1e-4, abs_tol=1e-8),
+                            f'{name}[{i}][{j}]: backward {grad}, numeric {numeric}')
+        self.assertNotEqual(model.params['wte'][tok.MASK][7].grad, 0.0)
+
+    def test_mlp_denoiser_gradient(self):
+        cfg, tok = tiny(denoiser='mlp', mlp_hidden=8)
+        model = md.Model.new(cfg, tok)
+        tokens = tok.encode('emma', cfg.block_size)
+        loss = md.diffusion_loss(model.denoise, model.params, cfg, tokens, tok.MASK,
+                                 random.Random(1))
+        loss.backward()
+        floats = md.as_floats(model.params)
+        rng = random.Random(2)
+        for name in ('mlp_in', 'mlp_out'):
+            rows = floats[name]
+            for _ in range(6):
+                i, j = rng.randrange(len(rows)), rng.randrange(len(rows[0]))
+                original = rows[i][j]
+                rows[i][j] = original + 1e-6
+                up = float_loss(model, floats, tokens, 1)
+                rows[i][j] = original - 1e-6
+                down = float_loss(model, floats, tokens, 1)
+                rows[i][j] = original
+                self.assertTrue(math.isclose(model.params[name][i][j].grad, (up - down) / 2e-6,
+                                             rel_tol=1e-4, abs_tol=1e-8))
+
+    def test_floats_and_values_give_the_same_logits(self):
+        cfg, tok = tiny()
+        model = md.Model.new(cfg, tok)
+        tokens = tok.encode('mia', cfg.block_size)
+        tokens[1] = tokens[6] = tok.MASK
+        with_graph = model.denoise(model.params, cfg, tokens, [1, 6])
+        without = model.denoise(md.as_floats(model.params), cfg, tokens, [1, 6])
+        self.assertEqual([[v.data for v in lg] for lg in with_graph], without)
+        self.assertEqual(len(without), 2)
+        self.assertEqual(len(without[0]), tok.vocab_size)
+        self.assertIsInstance(without[0][0], float)
+        # asking for fewer positions does not change the logits at the ones asked for
+        self.assertEqual(model.denoise(md.as_floats(model.params), cfg, tokens, [6])[0], without[1])
+
+
+class DiffusionTest(unittest.TestCase):
+
+    def test_mask_at_a_noise_level(self):
+        rng = random.Random(0)
+        tokens = list(range(16))
+        self.assertEqual(md.mask(tokens, 0.0, 99, rng), tokens)
+        self.assertEqual(md.mask(tokens, 1.0, 99, rng), [99] * 16)
+        masked = sum(md.mask(tokens, 0.3, 99, rng).count(99) for _ in range(2000))
+        self.assertAlmostEqual(masked / (16 * 2000), 0.3, delta=0.01)
+
+    def test_noise_level_is_log_uniform(self):
+        rng = random.Random(0)
+        ts = [md.noise_level(rng, 0.2) for _ in range(20000)]
+        self.assertTrue(all(0.2 <= t <= 1.0 for t in ts))
+        mean_log = sum(map(math.log, ts)) / len(ts)
+        self.assertAlmostEqual(mean_log, math.log(0.2) / 2, delta=0.01)
+
+    def test_mask_is_never_a_prediction(self):
+        logits = [0.3, -1.0, 50.0, 0.7]  # MASK = 2 has by far the largest logit
+        without_mask = [0.3, -1.0, 0.7]
+        nll = md.token_nll(logits, 3, mask_id=2)
+        expected = math.log(sum(math.exp(x) for x in without_mask)) - 0.7
+        self.assertAlmostEqual(nll, expected, places=12)
+
+    def test_loss_scores_only_the_erased_positions(self):
+        cfg, tok = tiny()
+        seen = []
+
+        def denoiser(params, cfg, tokens, positions):
+            seen.append((list(tokens), list(positions)))
+            return [[0.0] * tok.vocab_size for _ in positions]
+
+        tokens = tok.encode('emma', cfg.block_size)
+        loss = md.diffusion_loss(denoiser, None, cfg, tokens, tok.MASK, random.Random(4))
+        noisy, positions = seen[0]
+        self.assertEqual(positions, [i for i, t in enumerate(noisy) if t == tok.MASK])
+        self.assertTrue(positions)
+        for i, t in enumerate(noisy):
+            self.assertIn(t, (tokens[i], tok.MASK))
+        self.assertAlmostEqual(loss, math.log(tok.vocab_size - 1), places=12)
+
+    def test_nelbo_of_a_model_that_knows_nothing(self):
+        cfg, tok = tiny()
+        uniform = UniformDenoiser(tok.vocab_size)
+        tokens = tok.encode('ava', cfg.block_size)
+        expected = cfg.block_size * math.log(tok.vocab_size - 1)
+        for seed in range(3):
+            got = md.nelbo(uniform, None, cfg, tokens, tok.MASK, random.Random(seed))
+            self.assertAlmostEqual(got, expected, places=9)
+            one = md.nelbo_one_pass(uniform, None, cfg, tokens, tok.MASK, random.Random(seed))
+            self.assertAlmostEqual(one, expected, places=9)
+        self.assertEqual(uniform.calls, 3 * cfg.block_size + 3)
+
+    def test_nelbo_bounds_a_trained_model_below_uniform(self):
+        cfg, tok = tiny()
+        model = md.Model.new(cfg, tok)
+        floats = md.as_floats(model.params)
+        tokens = tok.encode('emma', cfg.block_size)
+        estimates = [md.nelbo(model.denoise, floats, cfg, tokens, tok.MASK, random.Random(s))
+                     for s in range(4)]
+        self.assertTrue(all(e > 0 for e in estimates))
+        self.assertGreater(len(set(estimates)), 1)  # different orders, different estimates
+
+
+class SamplerTest(unittest.TestCase):
+
+    def test_schedule(self):
+        counts = md.masked_counts(16, 64)
+        self.assertEqual((counts[64], counts[0]), (16, 0))
+        self.assertTrue(all(a <= b for a, b in zip(counts, counts[1:])))
+        for i in (10, 32, 50):
+            self.assertEqual(counts[i], round(16 * math.cos(math.pi / 2 * (1 - i / 64))))
+
+    def test_follows_the_schedule_and_skips_idle_steps(self):
+        cfg, tok = tiny()
+        model = md.Model.new(cfg, tok)
+        floats = md.as_floats(model.params)
+        calls = []
+
+        def counting(params, cfg, tokens, positions):
+            calls.append(len(positions))
+            return md.transformer(params, cfg, tokens, positions)
+
+        for steps in (64, 10, 3):
+            calls.clear()
+            trace = []
+            how = md.Sampling(steps=steps)
+            seq = md.sample_tokens(counting, floats, cfg, tok, random.Random(steps), how, trace)
+            counts = md.masked_counts(16, steps)
+            decisive = [i for i in range(steps, 0, -1) if counts[i - 1] != counts[i]]
+            self.assertEqual([entry[0] for entry in trace], decisive)
+            for i, t, T, tokens in trace:
+                self.assertEqual(tokens.count(tok.MASK), counts[i - 1])
+                self.assertAlmostEqual(T, cfg.temp_end + (cfg.temp_start - cfg.temp_end) * t)
+            self.assertEqual(len(calls), len(decisive))
+            self.assertEqual(calls, [counts[i] for i in decisive])
+            self.assertNotIn(tok.MASK, seq)
+
+    def test_an_idle_step_would_change_nothing(self):
+        cfg, tok = tiny()
+        model = md.Model.new(cfg, tok)
+        floats = md.as_floats(model.params)
+        seq = tok.encode('emma', cfg.block_size)
+        seq[1] = seq[2] = seq[9] = tok.MASK
+        candidates = [list(range(tok.vocab_size - 2)) + [tok.PAD]] * cfg.block_size
+        for remask in ('confidence', 'random'):
+            for seed in range(5):
+                same = md.reverse_step(model.denoise, floats, cfg, seq, candidates, 3, 0.8,
+                                       remask, tok.MASK, random.Random(seed))
+                self.assertEqual(same, seq)
+
+    def test_never_emits_mask(self):
+        cfg, tok = tiny()
+
+        def loves_mask(params, cfg, tokens, positions):
+            rng = random.Random(len(positions))
+            return [[rng.gauss(0, 1) if v != tok.MASK else 100.0 for v in range(tok.vocab_size)]
+                    for _ in positions]
+
+        for seed in range(20):
+            for remask in ('confidence', 'random'):
+                seq = md.sample_tokens(loves_mask, None, cfg, tok, random.Random(seed),
+                                       md.Sampling(remask=remask))
+                self.assertNotIn(tok.MASK, seq)
+                self.assertEqual(len(seq), cfg.block_size)
+
+    def test_confidence_keeps_the_surest_guess(self):
+        cfg, tok = tiny()
+        a, b = tok.ids['a'], tok.ids['b']
+
+        def sure_at_two(params, cfg, tokens, positions):
+            # position 2 is certain it is 'a'; every other position is torn between a and b
+            return [[20.0 * (v == a) if i == 2 else 1.0 * (v in (a, b))
+                     for v in range(tok.vocab_size)] for i in positions]
+
+        seq = [tok.MASK] * cfg.block_size
+        candidates = [list(range(tok.vocab_size - 2)) + [tok.PAD]] * cfg.block_size
+        after = md.reverse_step(sure_at_two, None, cfg, seq, candidates, 15, 1.0, 'confidence',
+                                tok.MASK, random.Random(0))
+        self.assertEqual([i for i, t in enumerate(after) if t != tok.MASK], [2])
+        self.assertEqual(after[2], a)
+        kept = {tuple(md.reverse_step(sure_at_two, None, cfg, seq, candidates, 15, 1.0, 'random',
+                                      tok.MASK, random.Random(s))).index(a) if a in
+                md.reverse_step(sure_at_two, None, cfg, seq, candidates, 15, 1.0, 'random',
+                                tok.MASK, random.Random(s)) else None for s in range(30)}
+        self.assertGreater(len(kept), 3)  # random re-masking keeps a different position each time
+
+    def test_low_temperature_takes_the_most_likely(self):
+        logits = [1.0, 3.0, 2.0, 0.0]
+        rng = random.Random(0)
+        self.assertEqual({md.draw(logits, [0, 1, 2, 3], 0.01, rng)[0] for _ in range(50)}, {1})
+        token, confidence = md.draw(logits, [0, 2, 3], 0.01, rng)  # 1 is not a candidate
+        self.assertEqual(token, 2)
+        expected = math.exp(2.0) / sum(math.exp(x) for x in (1.0, 2.0, 0.0))
+        self.assertAlmostEqual(confidence, expected, places=12)
+        many = [md.draw(logits, [0, 1, 2, 3], 1.0, rng)[0] for _ in range(4000)]
+        self.assertAlmostEqual(many.count(1) / 4000, math.exp(3) / sum(map(math.exp, logits)),
+                               delta=0.03)
+
+    def test_pattern(self):
+        cfg, tok = tiny()
+        model = md.Model.new(cfg, tok)
+        floats = md.as_floats(model.params)
+        letters = set(range(len(tok.chars)))
+        for pattern in ('m_r__', 'ka*', '_', '*', 'emma'):
+            template, candidates = md.parse_pattern(pattern, tok, cfg.block_size)
+            for seed in range(4):
+                how = md.Sampling(template=template, candidates=candidates)
+                seq = md.sample_tokens(model.denoise, floats, cfg, tok, random.Random(seed), how)
+                name = tok.decode(seq)
+                for i, tmpl in enumerate(template):
+                    if tmpl != tok.MASK:
+                        self.assertEqual(seq[i], tmpl)  # fixed positions never change
+                body = pattern.rstrip('*')
+                for i, c in enumerate(body):
+                    self.assertIn(seq[i], letters)  # '_' is a letter, never the end
+                    if c != '_':
+                        self.assertEqual(name[i], c)
+                if not pattern.endswith('*'):
+                    self.assertEqual(len(name), len(body))
+                self.assertNotIn(tok.MASK, seq)
+
+    def test_bad_patterns(self):
+        cfg, tok = tiny()
+        for pattern, message in (('a' * 17, 'at most 16'), ('ka*a', 'only come last'),
+                                 ('e9_', "'9' not in the vocabulary"), ('', 'empty')):
+            with self.assertRaisesRegex(md.UserError, message):
+                md.parse_pattern(pattern, tok, cfg.block_size)
+
+
+class CheckpointTest(unittest.TestCase):
+
+    def setUp(self):
+        self.folder = tempfile.TemporaryDirectory()
+        self.addCleanup(self.folder.cleanup)
+        self.path = os.path.join(self.folder.name, 'model.json')
+
+    def test_round_trip_reproduces_logits_exactly(self):
+        for denoiser in ('transformer', 'mlp'):
+            cfg, tok = tiny(denoiser=denoiser, mlp_hidden=8)
+            model = md.Model.new(cfg, tok)
+            md.save_checkpoint(self.path, model)
+            loaded, training = md.load_checkpoint(self.path)
+            self.assertIsNone(training)
+            self.assertEqual(loaded.tok.chars, tok.chars)
+            self.assertEqual(loaded.cfg.denoiser, denoiser)
+            tokens = [tok.MASK] * 5 + tok.encode('ava', 11)
+            expected = model.denoise(md.as_floats(model.params), cfg, tokens, [0, 2, 4])
+            got = loaded.denoise(md.as_floats(loaded.params), loaded.cfg, tokens, [0, 2, 4])
+            self.assertEqual(got, expected)
+            with open(self.path) as f:
+                doc = json.load(f)
+            self.assertEqual(set(doc['config']) >= {'n_embd', 'n_head', 'n_layer', 'block_size'},
+                             True)
+            self.assertEqual(doc['chars'], tok.chars)
+
+    def test_a_failed_write_keeps_the_old_file(self):
+        with open(self.path, 'w') as f:
+            f.write('the previous checkpoint')
+        cfg, tok = tiny()
+        model = md.Model.new(cfg, tok)
+        model.params['wpe'][0][0].data = float('nan')  # cannot be written as JSON
+        with self.assertRaises(ValueError):
+            md.save_checkpoint(self.path, model)
+        with open(self.path) as f:
+            self.assertEqual(f.read(), 'the previous checkpoint')
+        self.assertEqual(os.listdir(self.folder.name), ['model.json'])  # no temporary left
+
+    def test_damaged_checkpoints_are_refused(self):
+        cfg, tok = tiny()
+        md.save_checkpoint(self.path, md.Model.new(cfg, tok))
+        with open(self.path) as f:
+            good = json.load(f)
+
+        def variant(change):
+            doc = json.loads(json.dumps(good))
+            change(doc)
+            return json.dumps(doc)
+
+        cases = [('{"not": "finished"', 'not JSON'),
+                 ('[1, 2, 3]', 'not a valid'),
+                 (variant(lambda d: d['params'].pop('wpe')), 'params'),
+                 (variant(lambda d: d['params']['wte'].pop()), 'wte should be'),
+                 (variant(lambda d: d['config'].update(n_embd=12)), 'should be'),
+                 (variant(lambda d: d['config'].update(n_head=0)), 'n_head'),
+                 (variant(lambda d: d.update(chars=['a', 'a'])), 'chars'),
+                 (json.dumps(good).replace(str(good['params']['wpe'][0][0]), 'NaN', 1),
+                  'not a finite number')]
+        for text, message in cases:
+            with open(self.path, 'w') as f:
+                f.write(text)
+            with self.assertRaisesRegex(md.UserError, message):
+                md.load_checkpoint(self.path)
+
+
+class TrainingTest(unittest.TestCase):
+
+    def setUp(self):
+        self.folder = tempfile.TemporaryDirectory()
+        self.addCleanup(self.folder.cleanup)
+        self.path = os.path.join(self.folder.name, 'model.json')
+
+    def run_training(self, cfg, tok, workers=1, state=None, stop_after=None, model=None):
+        model = model or md.Model.new(cfg, tok)
+        train, held = SHORT_NAMES[:24], SHORT_NAMES[24:]
+        with md.Workers(workers) as pool:
+            md.train(model, train, held, md.fingerprint(train), self.path, pool, state,
+                     stop_after)
+        return model
+
+    def quiet(self):
+        """Training reports progress on stderr; keep the test output clean."""
+        devnull = open(os.devnull, 'w')
+        self.addCleanup(devnull.close)
+        from contextlib import redirect_stderr
+        return redirect_stderr(devnull)
+
+    def test_a_short_run_lowers_the_loss(self):
+        cfg, tok = smaller(steps=60, batch_size=4, lr=0.03)
+        model = md.Model.new(cfg, tok)
+
+        def mean_nelbo(floats):
+            return sum(md.nelbo(model.denoise, floats, cfg, tok.encode(n, cfg.block_size),
+                                tok.MASK, random.Random(i))
+                       for i, n in enumerate(SHORT_NAMES[:24])) / 24
+
+        before = mean_nelbo(md.as_floats(model.params))
+        with self.quiet():
+            self.run_training(cfg, tok, model=model)
+        after = mean_nelbo(md.as_floats(model.params))
+        # uniform guessing costs 8·ln(29) = 26.9 nats; 60 steps learn length and common letters
+        self.assertLess(after, before - 5.0, f'NELBO {before:.2f} -> {after:.2f}')
+
+    def test_resume_continues_exactly(self):
+        cfg, tok = smaller(steps=12, batch_size=2, val_every=5)
+        with self.quiet():
+            straight = self.run_training(cfg, tok)
+            self.run_training(cfg, tok, stop_after=7)
+            resumed, state = md.load_checkpoint(self.path)
+            self.assertEqual(state['step'], 7)
+            resumed.cfg = cfg
+            self.run_training(cfg, tok, state=state, model=resumed)
+        self.assertEqual(md.as_floats(resumed.params), md.as_floats(straight.params))
+        _, final = md.load_checkpoint(self.path)
+        self.assertEqual(final['step'], 12)
+
+    def test_workers_do_not_change_the_result(self):
+        cfg, tok = smaller(steps=3, batch_size=3)
+        with self.quiet():
+            alone = self.run_training(cfg, tok, workers=1)
+            shared = self.run_training(cfg, tok, workers=2)
+        self.assertEqual(md.as_floats(shared.params), md.as_floats(alone.params))
+
+    def test_divergence_stops_and_keeps_a_good_checkpoint(self):
+        cfg, tok = smaller(steps=50, lr=1e6)
+        with self.quiet(), self.assertRaisesRegex(md.Diverged, 'diverged at step'):
+            self.run_training(cfg, tok)
+        model, state = md.load_checkpoint(self.path)  # loading checks every number is finite
+        self.assertLess(state['step'], 50)
+
+
+if __name__ == '__main__':
+    unittest.main()

@@ -1,0 +1,246 @@
+"""The autograd engine: every operation's value and gradient, and whole graphs."""
+
+import math
+import unittest
+
+from value import Value, dot, exp, log, logsumexp, matmul, relu, topological_order, vsum
+
+
+def central_difference(f, xs, i, h=1e-6):
+    """d f / d xs[i] by central differences, f a function of a list of floats."""
+    up, down = list(xs), list(xs)
+    up[i] += h
+    down[i] -= h
+    return (f(up) - f(down)) / (2 * h)
+
+
+class GradientCheck(unittest.TestCase):
+
+    def assert_gradients(self, f, points, rel=1e-5, abs_tol=1e-7):
+        """f takes a list of Values and returns one Value. At each point, the gradients from
+        backward() must match central differences of f's data."""
+        for xs in points:
+            leaves = [Value(x) for x in xs]
+            f(leaves).backward()
+            for i, leaf in enumerate(leaves):
+                expected = central_difference(lambda zs: f([Value(z) for z in zs]).data, xs, i)
+                self.assertTrue(math.isclose(leaf.grad, expected, rel_tol=rel, abs_tol=abs_tol),
+                                f'd/dx{i} at {xs}: backward {leaf.grad}, numeric {expected}')
+
+
+class OperationsTest(GradientCheck):
+    """Each operation against plain arithmetic, and its gradient against finite differences at
+    negative, near-zero and positive inputs (wherever the operation is defined and smooth)."""
+
+    pairs = [(-2.3, 0.7), (-0.4, -1.9), (1e-3, 3.1), (-1e-3, 0.25), (5.0, -0.002)]
+    singles = [[-2.3], [-0.4], [-1e-3], [1e-3], [0.7], [3.1]]
+    positives = [[1e-3], [0.25], [0.7], [3.1]]
+
+    def test_add_sub_mul(self):
+        self.assertEqual((Value(2.0) + Value(3.5)).data, 5.5)
+        self.assertEqual((Value(2.0) - 3.5).data, -1.5)
+        self.assertEqual((4.0 - Value(1.5)).data, 2.5)
+        self.assertEqual((Value(2.0) * Value(-3.0)).data, -6.0)
+        self.assertEqual((3 * Value(2.0)).data, 6.0)
+        self.assertEqual((-Value(2.0)).data, -2.0)
+        self.assert_gradients(lambda v: v[0] + v[1], self.pairs)
+        self.assert_gradients(lambda v: v[0] - v[1], self.pairs)
+        self.assert_gradients(lambda v: v[0] * v[1], self.pairs)
+        self.assert_gradients(lambda v: 2.5 - v[0] * 3 + 1 + v[1] * -0.5, self.pairs)
+        self.assert_gradients(lambda v: -v[0], self.singles)
+
+    def test_division(self):
+        self.assertAlmostEqual((Value(1.0) / Value(4.0)).data, 0.25)
+        self.assertAlmostEqual((1.0 / Value(4.0)).data, 0.25)
+        self.assert_gradients(lambda v: v[0] / v[1], self.pairs, rel=1e-4)
+        self.assert_gradients(lambda v: 3.0 / v[0], [[-2.3], [0.05], [0.7], [3.1]], rel=1e-4)
+
+    def test_power(self):
+        self.assertAlmostEqual((Value(3.0) ** 2).data, 9.0)
+        for k in (2, 3, -1, -2):
+            self.assert_gradients(lambda v: v[0] ** k, [[-2.3], [-0.4], [0.05], [3.1]], rel=1e-4)
+        for k in (0.5, -0.5, 1.5):
+            self.assert_gradients(lambda v: v[0] ** k, [[0.01], [0.7], [3.1]], rel=1e-4)
+
+    def test_exp_log_relu(self):
+        self.assertAlmostEqual(Value(1.3).exp().data, math.exp(1.3))
+        self.assertAlmostEqual(Value(1.3).log().data, math.log(1.3))
+        self.assertEqual(Value(-2.0).relu().data, 0.0)
+        self.assertEqual(Value(2.0).relu().data, 2.0)
+        self.assert_gradients(lambda v: v[0].exp(), self.singles)
+        self.assert_gradients(lambda v: v[0].log(), self.positives, rel=1e-4)
+        self.assert_gradients(lambda v: v[0].relu(), self.singles)  # no input sits on the kink
+
+    def test_helpers_take_values_and_floats(self):
+        for fn, x in ((exp, 0.3), (log, 0.3), (relu, -0.3), (relu, 0.3)):
+            as_value = fn(Value(x))
+            as_float = fn(x)
+            self.assertIsInstance(as_value, Value)
+            self.assertIsInstance(as_float, float)
+            self.assertEqual(as_value.data, as_float)
+
+    def test_vsum_is_one_node(self):
+        xs = [Value(x) for x in (1.0, -2.0, 0.5)]
+        total = vsum(xs)
+        self.assertEqual(total.data, -0.5)
+        self.assertEqual(len(total._children), 3)
+        self.assertTrue(all(child in xs for child in total._children))
+        self.assertEqual(vsum([1.0, 2.5]), 3.5)
+        self.assertEqual(vsum([]), 0.0)
+        self.assert_gradients(lambda v: vsum(v) * vsum(v[1:]), [[-2.3, 0.4, 1e-3, 7.0]])
+
+    def test_dot_is_one_node(self):
+        ws, xs = [Value(1.0), Value(-2.0)], [Value(3.0), Value(0.5)]
+        d = dot(ws, xs)
+        self.assertEqual(d.data, 2.0)
+        self.assertEqual(len(d._children), 4)
+        self.assertEqual(dot([1.0, 2.0], [3.0, 4.0]), 11.0)
+        self.assert_gradients(lambda v: dot(v[:3], v[3:]), [[-2.3, 0.4, 1e-3, 7.0, -0.1, 2.2]])
+        # constants on one side get no edges; the Values still get their gradients
+        self.assert_gradients(lambda v: dot([0.5, -3.0], v), [[1.2, -0.7]])
+        self.assert_gradients(lambda v: dot(v, [0.5, -3.0]), [[1.2, -0.7]])
+        self.assertEqual(len(dot([Value(1.0)], [2.0])._children), 1)
+        # the same Value on both sides: d(x·x)/dx = 2x
+        self.assert_gradients(lambda v: dot(v, v), [[-1.5, 0.3]])
+
+    def test_matmul_builds_the_same_dots(self):
+        rows = [[Value(0.1 * (i + j) - 0.3) for j in range(3)] for i in range(4)]
+        xs = [[Value(0.2 * j - 0.5 * k) for j in range(3)] for k in range(2)]
+        fast = matmul(rows, xs)
+        plain = [[dot(row, x) for row in rows] for x in xs]
+        self.assertEqual([[o.data for o in out] for out in fast],
+                         [[o.data for o in out] for out in plain])
+        floats = matmul([[v.data for v in r] for r in rows], [[v.data for v in x] for x in xs])
+        self.assertEqual(floats, [[o.data for o in out] for out in plain])
+
+        def f(v):
+            rows = [v[0:3], v[3:6]]
+            outs = matmul(rows, [v[6:9], v[3:6]])
+            return vsum([o * o for out in outs for o in out])
+        self.assert_gradients(f, [[0.3, -1.2, 0.5, 2.0, -0.1, 0.01, 1.5, -0.7, 0.2]], rel=1e-4)
+
+    def test_logsumexp(self):
+        xs = [0.5, -1.0, 2.0]
+        expected = math.log(sum(math.exp(x) for x in xs))
+        self.assertAlmostEqual(logsumexp([Value(x) for x in xs]).data, expected, places=12)
+        self.assertAlmostEqual(logsumexp(xs), expected, places=12)
+        # no overflow: the largest input is taken out before exponentiating
+        self.assertAlmostEqual(logsumexp([1000.0, 1000.0]), 1000 + math.log(2), places=9)
+        self.assertAlmostEqual(logsumexp([Value(1000.0), Value(999.0)]).data,
+                               1000 + math.log(1 + math.exp(-1)), places=9)
+        self.assert_gradients(lambda v: logsumexp(v), [[0.5, -1.0, 2.0], [-1e-3, 1e-3, 0.0]])
+        self.assert_gradients(lambda v: logsumexp(v[:2]) - v[1] * v[2], [[30.0, 31.0, -2.0]])
+
+
+class MisuseTest(unittest.TestCase):
+    """Mistakes a learner makes get an exception that says what went wrong."""
+
+    def test_log_of_non_positive(self):
+        for x in (0.0, -1.0):
+            with self.assertRaisesRegex(ValueError, 'positive'):
+                Value(x).log()
+
+    def test_value_exponent(self):
+        with self.assertRaisesRegex(TypeError, 'exponent'):
+            Value(2.0) ** Value(3.0)
+
+    def test_dot_of_unequal_lengths(self):
+        with self.assertRaisesRegex(ValueError, 'same length'):
+            dot([Value(1.0), Value(2.0)], [Value(1.0)])
+
+    def test_mixed_list(self):
+        with self.assertRaisesRegex(TypeError, 'mixes Values and plain numbers'):
+            dot([Value(1.0), 2.0], [Value(1.0), Value(2.0)])
+
+    def test_backward_from_something_that_is_not_a_number(self):
+        with self.assertRaisesRegex(TypeError, 'single number'):
+            Value([1.0, 2.0]).backward()
+
+    def test_exp_overflow(self):
+        with self.assertRaisesRegex(OverflowError, 'too large'):
+            Value(1000.0).exp()
+
+    def test_operators_refuse_other_types(self):
+        with self.assertRaises(TypeError):
+            Value(1.0) + 'a'
+        with self.assertRaises(TypeError):
+            Value(1.0) * [1.0]
+
+    def test_repr_shows_data_grad_and_op(self):
+        y = Value(2.0) * Value(3.0)
+        y.backward()
+        self.assertEqual(repr(y), "Value(data=6, grad=1, op='*')")
+
+
+class GraphTest(GradientCheck):
+    """Whole graphs: shared parts, heavy reuse, great depth, and how gradients accumulate."""
+
+    def test_shared_subexpression(self):
+        # y = u·u + u with u = a·b: a reaches y along three paths
+        def f(v):
+            u = v[0] * v[1]
+            return u * u + u
+        self.assert_gradients(f, [[1.5, -0.5], [-2.0, 0.3]])
+        a, b = Value(1.5), Value(-0.5)
+        u = a * b
+        (u * u + u).backward()
+        self.assertAlmostEqual(a.grad, (2 * u.data + 1) * b.data)
+
+    def test_node_used_many_times(self):
+        x = Value(0.5)
+        y = x * 3.0
+        total = vsum([y] * 1000) + vsum([y * x for _ in range(500)])
+        total.backward()
+        # d/dx [1000·3x + 500·3x²] = 3000 + 3000x
+        self.assertAlmostEqual(x.grad, 3000 + 3000 * 0.5)
+        self.assertAlmostEqual(y.grad, 1000 + 500 * 0.5)
+
+    def test_a_million_deep_chain(self):
+        x = Value(1.0)
+        y = x
+        factor = 1 + 1e-7
+        for _ in range(1_000_000):
+            y = y * factor
+        y.backward()  # recursion would overflow the stack long before this depth
+        self.assertTrue(math.isclose(x.grad, factor ** 1_000_000, rel_tol=1e-6))
+        self.assertTrue(math.isclose(x.grad, math.exp(0.1), rel_tol=1e-6))
+
+    def test_leaves_accumulate_and_intermediates_do_not(self):
+        x = Value(2.0)
+        u = x * x
+        y = u * 3.0
+        y.backward()
+        self.assertEqual((x.grad, u.grad), (12.0, 3.0))
+        y.backward()  # a second pass: the leaf adds up, the intermediate is recomputed
+        self.assertEqual((x.grad, u.grad), (24.0, 3.0))
+        (x * 5.0).backward()  # another result adds to the same leaf
+        self.assertEqual(x.grad, 29.0)
+
+    def test_backward_on_a_leaf(self):
+        x = Value(3.0)
+        x.backward()
+        self.assertEqual(x.grad, 1.0)
+
+    def test_dead_relu_keeps_no_edge(self):
+        x = Value(-1.0)
+        y = (x * 2.0).relu() + x
+        y.backward()
+        self.assertEqual(x.grad, 1.0)  # only the direct path: relu'(-2) = 0
+        self.assertEqual((x * 2.0).relu()._children, ())
+
+    def test_topological_order(self):
+        a, b = Value(1.0), Value(2.0)
+        c = a * b
+        d = c + a
+        e = d * c
+        order = topological_order(e)
+        self.assertEqual(order, [e, d, c])  # each node before its children; leaves left out
+        position = {node: i for i, node in enumerate(order)}
+        for node in order:
+            for child in node._children:
+                if child._children:
+                    self.assertLess(position[node], position[child])
+
+
+if __name__ == '__main__':
+    unittest.main()
