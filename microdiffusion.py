@@ -56,7 +56,8 @@ class Config:
     n_layer: int = 2        # blocks: one gathers clues from the visible letters, two combine them
     block_size: int = 16    # positions per name: the longest in names.txt (15) and one PAD
     denoiser: str = 'transformer'  # or 'mlp': the diffusion code around it is the same
-    mlp_hidden: int = 64    # hidden width of the mlp denoiser
+    mlp_hidden: int = 8     # hidden width of the mlp denoiser: 7,168 weights, as many as the
+                            # transformer's 6,848, for a fair comparison
     init_std: float = 0.08  # weights start N(0, 0.08): small, so first guesses are near uniform
     # --- the forward process ---
     t_min: float = 0.2      # lowest noise level trained on: below it most names lose 0-2 letters
@@ -65,6 +66,7 @@ class Config:
     steps: int = 2000       # optimiser steps
     batch_size: int = 1     # names per step, their gradients averaged
     lr: float = 0.01        # Adam's peak learning rate; it decays linearly to 0 at the last step
+    warmup: int = 0         # steps of linear warm-up to the peak
     beta1: float = 0.85     # Adam's gradient average forgets in ~1/(1-0.85) = 7 steps
     beta2: float = 0.99     # and its squared-gradient average in ~100 steps
     adam_eps: float = 1e-8  # keeps Adam's step finite where a gradient is ~0
@@ -492,8 +494,10 @@ class Adam:
 
 
 def learning_rate(cfg, step):
-    """Linear decay from cfg.lr at step 0 to 0 after the last step."""
-    return cfg.lr * (1 - step / cfg.steps)
+    """Linear warm-up to cfg.lr over cfg.warmup steps, then linear decay to 0 at the end."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    return cfg.lr * (1 - (step - cfg.warmup) / (cfg.steps - cfg.warmup))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -633,7 +637,8 @@ def train(model, train_names, val_names, data_fingerprint, checkpoint, workers, 
     showing progress on stderr and saving the checkpoint at every validation and at the end.
 
     Ctrl-C finishes the current step, saves, and raises KeyboardInterrupt. A loss that is not
-    finite raises Diverged, after saving the last good step. stop_after (tests) ends early.
+    finite raises Diverged and leaves the last checkpoint saved as it was. stop_after (tests)
+    ends the run early, as Ctrl-C would.
     """
     cfg = model.cfg
     values = flatten(model.params)
@@ -649,7 +654,7 @@ def train(model, train_names, val_names, data_fingerprint, checkpoint, workers, 
     val_subset = val_names[:cfg.val_names]
     interrupted = []
     previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
-    saved_at = None
+    saved_at = step if state else None  # the step the checkpoint on disk holds
 
     def save():
         training = {'step': step, 'steps': cfg.steps, 'batch_size': cfg.batch_size,
@@ -661,11 +666,11 @@ def train(model, train_names, val_names, data_fingerprint, checkpoint, workers, 
         while step < cfg.steps and not interrupted and step != stop_after:
             try:
                 loss = train_step(model, values, adam, batches.at(step), step, workers)
-            except (Diverged, ArithmeticError) as e:  # parameters are still those of `step`
-                save()
+            except (Diverged, ArithmeticError) as e:
                 progress.finish()
+                kept = 'is untouched' if saved_at is None else f'keeps step {saved_at}'
                 raise Diverged(f'training diverged at step {step + 1} ({e}); {checkpoint} '
-                               f'holds step {step}; try a smaller --lr') from None
+                               f'{kept}; try a smaller --lr') from None
             step += 1
             validated = val_subset and (step % cfg.val_every == 0 or step == cfg.steps)
             if validated:
@@ -1104,6 +1109,14 @@ def resume(args):
     if state is None:
         raise UserError(f'{args.checkpoint}: has no training state to resume from')
     cfg = model.cfg
+    names = load_names(args.data, cfg.block_size)
+    train_names, held_out = split_names(names, cfg.val_size)
+    if Tokenizer.from_names(names).chars != model.tok.chars:
+        raise UserError(f'{args.data}: its characters differ from the checkpoint\'s vocabulary; '
+                        'resume with the data it was trained on')
+    if fingerprint(train_names) != state['data_fingerprint']:
+        raise UserError(f'{args.data}: is not the data {args.checkpoint} was trained on; '
+                        'resume with the same file')
     cfg.steps, cfg.batch_size, cfg.lr, cfg.seed = (state['steps'], state['batch_size'],
                                                    state['lr'], state['seed'])
     for flag in ('batch_size', 'lr', 'seed', 'denoiser'):
@@ -1119,14 +1132,6 @@ def resume(args):
     if state['step'] >= cfg.steps:
         raise UserError(f'{args.checkpoint}: already trained for {cfg.steps} steps; pass '
                         f'--steps with a larger total to continue')
-    names = load_names(args.data, cfg.block_size)
-    train_names, held_out = split_names(names, cfg.val_size)
-    if Tokenizer.from_names(names).chars != model.tok.chars:
-        raise UserError(f'{args.data}: its characters differ from the checkpoint\'s vocabulary; '
-                        'resume with the data it was trained on')
-    if fingerprint(train_names) != state['data_fingerprint']:
-        raise UserError(f'{args.data}: is not the data {args.checkpoint} was trained on; '
-                        'resume with the same file')
     check_writable(args.checkpoint)
     print(f'resuming {args.checkpoint} at step {state["step"]} of {cfg.steps}', file=sys.stderr)
     with Workers(min(args.workers, cfg.batch_size)) as workers:

@@ -194,6 +194,8 @@ def matmul(rows, xs):
     The same dot nodes as that comprehension, built faster: each row's and each vector's
     numbers are read once, not once per pair (measured: 40% off the model's forward pass).
     """
+    if not (rows and xs and rows[0] and xs[0]):  # nothing to multiply: every dot is 0
+        return [[0.0] * len(rows) for _ in xs]
     if not (isinstance(rows[0][0], Value) and isinstance(xs[0][0], Value)):
         if isinstance(rows[0][0], Value) or isinstance(xs[0][0], Value):
             return [[dot(row, x) for row in rows] for x in xs]  # constants on one side

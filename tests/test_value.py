@@ -112,6 +112,8 @@ class OperationsTest(GradientCheck):
                          [[o.data for o in out] for out in plain])
         floats = matmul([[v.data for v in r] for r in rows], [[v.data for v in x] for x in xs])
         self.assertEqual(floats, [[o.data for o in out] for out in plain])
+        self.assertEqual(matmul([[], []], [[], []]), [[0.0, 0.0], [0.0, 0.0]])  # empty dots
+        self.assertEqual(matmul(rows, []), [])
 
         def f(v):
             rows = [v[0:3], v[3:6]]

@@ -1,0 +1,283 @@
+"""The command line, run for real in a subprocess: its output contract and its bad-input errors."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      'microdiffusion.py')
+
+NAMES = ['emma', 'olivia', 'ava', 'isabella', 'sophia', 'mia', 'amelia', 'harper', 'evelyn',
+         'abigail', 'emily', 'ella', 'liam', 'noah', 'william', 'james', 'logan', 'benjamin',
+         'mason', 'elijah', 'oliver', 'jacob', 'lucas', 'michael', 'alexander', 'ethan', 'daniel',
+         'matthew', 'aiden', 'henry', 'joseph', 'jackson', 'samuel', 'sebastian', 'david', 'carter']
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+class Folder(unittest.TestCase):
+    """Each test gets a folder with a small names file and, made once per class, a checkpoint
+    trained on it (the mlp denoiser: the command line is the same, and it trains fast)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.shared = tempfile.TemporaryDirectory()
+        cls.data = os.path.join(cls.shared.name, 'names.txt')
+        with open(cls.data, 'w') as f:
+            f.write('\n'.join(NAMES) + '\n')
+        cls.model = os.path.join(cls.shared.name, 'model.json')
+        result = run('train', '--data', cls.data, '--steps', '40', '--denoiser', 'mlp',
+                     '--checkpoint', cls.model, '--workers', '1')
+        assert result.returncode == 0, result.stderr
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.shared.cleanup()
+
+    def setUp(self):
+        self.folder = tempfile.TemporaryDirectory()
+        self.addCleanup(self.folder.cleanup)
+
+    def path(self, name):
+        return os.path.join(self.folder.name, name)
+
+    def write(self, name, content):
+        mode = 'wb' if isinstance(content, bytes) else 'w'
+        with open(self.path(name), mode) as f:
+            f.write(content)
+        return self.path(name)
+
+
+class ContractTest(Folder):
+    """What other tools rely on: stdout holds results only, and seeds make runs repeatable."""
+
+    def test_sample_prints_only_names(self):
+        result = run('sample', '--checkpoint', self.model, '--num', '7', '--seed', '3')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        names = result.stdout.split('\n')
+        self.assertEqual(names[-1], '')  # the output ends with a newline
+        self.assertEqual(len(names), 8)
+        letters = set(''.join(NAMES))
+        for name in names[:-1]:
+            self.assertTrue(set(name) <= letters, name)
+            self.assertLessEqual(len(name), 16)
+
+    def test_same_seed_same_names(self):
+        first = run('sample', '--checkpoint', self.model, '--num', '6', '--seed', '11').stdout
+        again = run('sample', '--checkpoint', self.model, '--num', '6', '--seed', '11',
+                    '--workers', '2').stdout
+        other = run('sample', '--checkpoint', self.model, '--num', '6', '--seed', '12').stdout
+        self.assertEqual(first, again)
+        self.assertNotEqual(first, other)
+
+    def test_same_seed_same_model(self):
+        for workers in ('1', '2'):
+            result = run('train', '--data', self.data, '--steps', '40', '--denoiser', 'mlp',
+                         '--checkpoint', self.path(f'm{workers}.json'), '--workers', workers,
+                         '--batch-size', '3')
+            self.assertEqual(result.returncode, 0, result.stderr)
+        with open(self.path('m1.json')) as a, open(self.path('m2.json')) as b:
+            self.assertEqual(json.load(a)['params'], json.load(b)['params'])
+
+    def test_checkpoint_layout(self):
+        with open(self.model) as f:
+            doc = json.load(f)
+        self.assertEqual(doc['chars'], sorted(set(''.join(NAMES))))
+        for key in ('n_embd', 'n_head', 'n_layer', 'block_size'):
+            self.assertIsInstance(doc['config'][key], int)
+        self.assertEqual(set(doc['params']), {'mlp_in', 'mlp_out'})
+        self.assertEqual(doc['training']['step'], 40)
+
+    def test_pattern_trace_and_stats(self):
+        result = run('sample', '--checkpoint', self.model, '--num', '5', '--pattern', 'm_r__',
+                     '--trace', '--stats', '--data', self.data)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        names = result.stdout.split()
+        self.assertEqual(len(names), 5)
+        for name in names:
+            self.assertRegex(name, '^m.r..$')
+        self.assertIn('reverse process', result.stderr)
+        self.assertRegex(result.stderr, r'step +\d+ +t=0\.\d+ +T=0\.\d+ +m[a-z_]r[a-z_]{2}\.{11}')
+        self.assertIn('unique', result.stderr)
+        self.assertIn('length histogram', result.stderr)
+
+    def test_eval_last_line(self):
+        result = run('eval', '--checkpoint', self.model, '--data', self.data, '--workers', '2')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.strip().split('\n')
+        self.assertRegex(lines[-1], r'^NELBO \d+\.\d+ nats/name  \d+\.\d+ bits/char  \(36 names\)$')
+        self.assertRegex(lines[0], r'± \d+\.\d+ nats/name')
+
+    def test_forward(self):
+        result = run('forward', 'emma', '--seed', '2')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        rows = [line for line in result.stdout.split('\n') if 't=' in line]
+        self.assertEqual(len(rows), 11)
+        self.assertIn('emma............', rows[0])
+        self.assertIn('________________', rows[-1])
+        masked = [row.split()[1].count('_') for row in rows]
+        self.assertEqual(masked, sorted(masked))  # once masked, masked at every higher t
+
+    def test_ctrl_c_saves_and_resume_finishes(self):
+        checkpoint = self.path('run.json')
+        args = ['train', '--data', self.data, '--steps', '600', '--denoiser', 'mlp',
+                '--checkpoint', checkpoint, '--workers', '1']
+        process = subprocess.Popen([sys.executable, SCRIPT, *args], stderr=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True)
+        for line in process.stderr:  # the first progress line: training is under way
+            if line.startswith('step '):
+                break
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        self.assertEqual(process.returncode, 130, err)
+        self.assertIn('interrupted: step', err)
+        self.assertNotIn('Traceback', err)
+        with open(checkpoint) as f:
+            step = json.load(f)['training']['step']
+        self.assertLess(0, step)
+        self.assertLess(step, 600)
+        resumed = run('train', '--resume', *args[1:])
+        self.assertEqual(resumed.returncode, 0, resumed.stderr)
+        straight = run('train', *args[1:-4], '--checkpoint', self.path('straight.json'),
+                       '--workers', '1')
+        self.assertEqual(straight.returncode, 0, straight.stderr)
+        with open(checkpoint) as a, open(self.path('straight.json')) as b:
+            self.assertEqual(json.load(a)['params'], json.load(b)['params'])
+
+    def test_bench(self):
+        result = run('bench', '--repeats', '3')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for label in ('training step', 'forward pass', 'sampled name', 'graph per training step'):
+            self.assertRegex(result.stdout, label + r'.*: [\d,.]+ ')
+
+
+class BadInputTest(Folder):
+    """Every mistake ends with one readable line on stderr, a non-zero exit status, no
+    traceback, and every file exactly as it was."""
+
+    def assert_refused(self, args, message, files=()):
+        files = [self.data, self.model] + list(files)
+        before = {f: self.snapshot(f) for f in files}
+        result = run(*args, cwd=self.folder.name)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertNotIn('Traceback', result.stderr)
+        lines = result.stderr.strip().split('\n')
+        self.assertEqual(len(lines), 1, result.stderr)
+        self.assertRegex(lines[0], message)
+        for f in files:
+            self.assertEqual(self.snapshot(f), before[f], f'{f} changed')
+        self.assertEqual(result.stdout, '')
+
+    @staticmethod
+    def snapshot(path):
+        if os.path.isdir(path):
+            return sorted(os.listdir(path))
+        if not os.path.exists(path):
+            return None
+        with open(path, 'rb') as f:
+            return f.read(), os.stat(path).st_mtime_ns
+
+    def train(self, data, *more):
+        return ['train', '--data', data, '--checkpoint', self.model, '--steps', '5', *more]
+
+    def test_bad_data_files(self):
+        cases = [(self.path('missing.txt'), 'no such file'),
+                 (self.folder.name, 'is a folder'),
+                 (os.path.join(self.data, 'x'), 'cannot be read'),
+                 (self.write('empty.txt', ''), 'has no names'),
+                 (self.write('blank.txt', '\n   \n\t\n'), 'has no names'),
+                 (self.write('latin1.txt', b'emma\nzo\xeb\n'), 'line 2: is not UTF-8'),
+                 (self.write('long.txt', 'emma\n\n' + 'x' * 17 + '\n'),
+                  'line 3: .* has 17 characters')]
+        for data, message in cases:
+            with self.subTest(data=data):
+                self.assert_refused(self.train(data), message, [data])
+
+    def test_bad_checkpoints(self):
+        with open(self.model) as f:
+            good = json.load(f)
+        wrong_shape = json.loads(json.dumps(good))
+        wrong_shape['params']['mlp_in'] = wrong_shape['params']['mlp_in'][:-1]
+        wrong_config = json.loads(json.dumps(good))
+        wrong_config['config']['block_size'] = 12
+        cases = [(self.path('missing.json'), 'no such checkpoint'),
+                 (self.write('text.json', 'this is not json'), 'not JSON'),
+                 (self.write('list.json', '[1, 2]'), 'not a valid'),
+                 (self.write('shape.json', json.dumps(wrong_shape)), 'mlp_in should be'),
+                 (self.write('config.json', json.dumps(wrong_config)), 'should be'),
+                 (self.write('nan.json', json.dumps(good).replace(
+                     str(good['params']['mlp_out'][0][0]), 'NaN', 1)), 'not a finite number'),
+                 (self.write('inf.json', json.dumps(good).replace(
+                     str(good['params']['mlp_out'][0][0]), '-Infinity', 1)), 'not a finite')]
+        for checkpoint, message in cases:
+            for command in (['sample'], ['eval', '--data', self.data]):
+                with self.subTest(checkpoint=checkpoint, command=command[0]):
+                    self.assert_refused(command + ['--checkpoint', checkpoint], message,
+                                        [checkpoint])
+
+    def test_resume_with_other_data(self):
+        other = self.write('other.txt', 'zed\nquinn\nxavier\n')
+        self.assert_refused(['train', '--resume', '--data', other, '--checkpoint', self.model],
+                            'vocabulary', [other])
+        more = self.write('more.txt', '\n'.join(NAMES + ['emmalee']) + '\n')
+        self.assert_refused(['train', '--resume', '--data', more, '--checkpoint', self.model,
+                             '--steps', '80'], 'not the data', [more])
+        self.assert_refused(['train', '--resume', '--data', self.data, '--checkpoint',
+                             self.model], 'already trained for 40 steps')
+        self.assert_refused(['train', '--resume', '--data', self.data, '--checkpoint',
+                             self.model, '--lr', '0.5', '--steps', '80'], '--lr')
+
+    def test_bad_flags(self):
+        sample = ['sample', '--checkpoint', self.model]
+        cases = [(self.train(self.data) + ['--steps', '0'], '--steps: 0 is below the minimum'),
+                 (self.train(self.data) + ['--batch-size', '0'], '--batch-size'),
+                 (self.train(self.data) + ['--steps', 'many'], 'not a whole number'),
+                 (sample + ['--num', '0'], '--num'),
+                 (sample + ['--steps', '-3'], '--steps'),
+                 (self.train(self.data) + ['--workers', '0'], '--workers')]
+        for bad in ('0', '-1', 'nan', 'inf', 'fast'):
+            cases.append((self.train(self.data) + ['--lr', bad], '--lr'))
+            cases.append((sample + ['--temperature', bad], '--temperature'))
+        cases += [(['fly'], "invalid choice: 'fly'"),
+                  (['sample', '--colour'], 'unrecognized arguments: --colour'),
+                  (sample + ['--remask', 'sometimes'], '--remask'),
+                  (sample + ['--pattern', 'a' * 17], 'names have at most 16'),
+                  (sample + ['--pattern', 'zo_'], "'z' not in the vocabulary"),
+                  (sample + ['--pattern', 'a*b'], "only come last"),
+                  (['forward', 'a' * 17], '1 to 16 characters')]
+        for args, message in cases:
+            with self.subTest(args=args):
+                self.assert_refused(args, message)
+
+    def test_unwritable_checkpoint_fails_before_training(self):
+        nowhere = os.path.join(self.folder.name, 'no', 'such', 'folder', 'model.json')
+        started = time.time()
+        self.assert_refused(['train', '--data', self.data, '--checkpoint', nowhere,
+                             '--steps', '100000'], 'cannot write a checkpoint there')
+        self.assertLess(time.time() - started, 30)  # it did not train 100,000 steps first
+        self.assert_refused(['train', '--data', self.data, '--checkpoint', self.folder.name],
+                            'is a folder')
+
+    def test_divergence_keeps_the_last_checkpoint(self):
+        before = self.snapshot(self.model)
+        result = run('train', '--data', self.data, '--checkpoint', self.model, '--lr', '1e12',
+                     '--steps', '200', '--workers', '1')
+        self.assertEqual(result.returncode, 1)
+        self.assertNotIn('Traceback', result.stderr)
+        # training had started, so progress came first; the run ends with the one-line error
+        self.assertRegex(result.stderr.strip().split('\n')[-1],
+                         r'^error: training diverged at step \d+ .* is untouched; '
+                         'try a smaller --lr$')
+        self.assertEqual(self.snapshot(self.model), before)
+
+if __name__ == '__main__':
+    unittest.main()
