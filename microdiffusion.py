@@ -38,7 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from operator import add
 
 from value import Value, data, dot, exp, logsumexp, matmul, relu, topological_order, vsum
@@ -71,7 +71,6 @@ class Config:
     beta2: float = 0.99     # and its squared-gradient average in ~100 steps
     adam_eps: float = 1e-8  # keeps Adam's step finite where a gradient is ~0
     seed: int = 42          # every random choice (init, batches, noise) follows from it
-    workers: int = 1        # processes that share a batch (results are the same for any number)
     val_size: int = 1000    # names held out of training, to measure what was not memorised
     val_every: int = 500    # steps between validation estimates on the progress line
     val_names: int = 200    # held-out names per estimate (eval uses them all)
@@ -107,11 +106,13 @@ def load_names(path, block_size):
         try:
             text = line.decode('utf-8-sig' if number == 1 else 'utf-8')
         except UnicodeDecodeError:
-            raise UserError(f'{path}, line {number}: is not UTF-8 text; save the file as UTF-8')
+            raise UserError(f'{path}, line {number}: is not UTF-8 text; save the file as '
+                            'UTF-8') from None
         name = text.strip()
         if len(name) > block_size:
-            raise UserError(f'{path}, line {number}: {name[:20]!r}... has {len(name)} characters, '
-                            f'more than the {block_size} a name can have; shorten or remove it')
+            shown = name if len(name) <= 30 else name[:27] + '...'
+            raise UserError(f'{path}, line {number}: {shown!r} has {len(name)} characters, more '
+                            f'than the {block_size} a name can have; shorten or remove it')
         if name:
             names.append(name)
     if not names:
@@ -140,9 +141,9 @@ class Tokenizer:
     """Characters <-> token ids: the data's sorted characters, then MASK, then PAD."""
 
     def __init__(self, chars):
-        self.chars = list(chars)          # token i < len(chars) is the character chars[i]
-        self.MASK = len(self.chars)       # an erased position: the model reads it, never predicts it
-        self.PAD = len(self.chars) + 1    # "the name has ended": fills a name out to block_size
+        self.chars = list(chars)        # token i < len(chars) is the character chars[i]
+        self.MASK = len(self.chars)     # an erased position: read by the model, never predicted
+        self.PAD = len(self.chars) + 1  # "the name has ended": fills a name out to block_size
         self.vocab_size = len(self.chars) + 2
         self.ids = {c: i for i, c in enumerate(self.chars)}
 
@@ -169,47 +170,58 @@ class Tokenizer:
 # Parameters
 # ---------------------------------------------------------------------------------------------
 
-def matrix(n_out, n_in, std, rng):
-    """An [n_out][n_in] matrix of Value leaves drawn from N(0, std)."""
-    return [[Value(rng.gauss(0.0, std)) for _ in range(n_in)] for _ in range(n_out)]
-
-
-def init_transformer(cfg, vocab_size, rng):
-    """The transformer's weights, stored [out][in], no biases.
+def transformer_shapes(cfg, vocab_size):
+    """The transformer's weight matrices, name -> (rows, columns), stored [out][in], no biases.
 
     wte is ONE parameter with two jobs (weight tying): row v embeds token v at the input, and
-    the logit of token v is the final vector dotted with the same row.
+    the logit of token v is the final vector dotted with that same row.
     """
-    params = {'wte': matrix(vocab_size, cfg.n_embd, cfg.init_std, rng),
-              'wpe': matrix(cfg.block_size, cfg.n_embd, cfg.init_std, rng)}
+    shapes = {'wte': (vocab_size, cfg.n_embd), 'wpe': (cfg.block_size, cfg.n_embd)}
     for layer in range(cfg.n_layer):
-        prefix = f'layer{layer}.'
         for name in ('attn_wq', 'attn_wk', 'attn_wv', 'attn_wo'):
-            params[prefix + name] = matrix(cfg.n_embd, cfg.n_embd, cfg.init_std, rng)
-        params[prefix + 'mlp_fc1'] = matrix(4 * cfg.n_embd, cfg.n_embd, cfg.init_std, rng)
-        params[prefix + 'mlp_fc2'] = matrix(cfg.n_embd, 4 * cfg.n_embd, cfg.init_std, rng)
-    return params
+            shapes[f'layer{layer}.{name}'] = (cfg.n_embd, cfg.n_embd)
+        shapes[f'layer{layer}.mlp_fc1'] = (4 * cfg.n_embd, cfg.n_embd)
+        shapes[f'layer{layer}.mlp_fc2'] = (cfg.n_embd, 4 * cfg.n_embd)
+    return shapes
 
 
-def init_mlp(cfg, vocab_size, rng):
-    """The comparison denoiser's weights: one-hot of every position -> hidden -> every logit."""
+def mlp_shapes(cfg, vocab_size):
+    """The comparison denoiser's: one-hot of every position -> hidden -> every position's logits."""
     width = cfg.block_size * vocab_size
-    return {'mlp_in': matrix(cfg.mlp_hidden, width, cfg.init_std, rng),
-            'mlp_out': matrix(width, cfg.mlp_hidden, cfg.init_std, rng)}
+    return {'mlp_in': (cfg.mlp_hidden, width), 'mlp_out': (width, cfg.mlp_hidden)}
+
+
+def init_params(shapes, std, rng):
+    """Every matrix filled with Value leaves drawn from N(0, std), in the order of `shapes`."""
+    params = {}
+    for name, (n_out, n_in) in shapes.items():
+        params[name] = [[Value(rng.gauss(0.0, std)) for _ in range(n_in)] for _ in range(n_out)]
+    return params
 
 
 def flatten(params):
     """Every parameter once, in a fixed order: what the optimiser updates."""
-    return [p for name in sorted(params) for row in params[name] for p in row]
+    values = []
+    for name in sorted(params):
+        for row in params[name]:
+            values += row
+    return values
 
 
 def as_floats(params):
     """A copy of the parameters as plain floats: the same model, run with no graph at all."""
-    return {name: [[p.data for p in row] for row in rows] for name, rows in params.items()}
+    floats = {}
+    for name, rows in params.items():
+        floats[name] = [[p.data for p in row] for row in rows]
+    return floats
 
 
-def as_values(float_params):
-    return {name: [[Value(x) for x in row] for row in rows] for name, rows in float_params.items()}
+def as_values(floats):
+    """Parameters as Value leaves again, ready to train."""
+    params = {}
+    for name, rows in floats.items():
+        params[name] = [[Value(x) for x in row] for row in rows]
+    return params
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,16 +308,20 @@ def mlp_denoiser(params, cfg, tokens, positions):
     return [matmul(out[i * vocab_size:(i + 1) * vocab_size], [hidden])[0] for i in positions]
 
 
-DENOISERS = {'transformer': (init_transformer, transformer), 'mlp': (init_mlp, mlp_denoiser)}
+DENOISERS = {'transformer': (transformer_shapes, transformer), 'mlp': (mlp_shapes, mlp_denoiser)}
 
 
 # ---------------------------------------------------------------------------------------------
-# Diffusion: the noise, the loss, the sampler, the ELBO
+# Diffusion, forward: the noise and the loss
 # ---------------------------------------------------------------------------------------------
 
 def noise_level(rng, t_min):
-    """t, log-uniform on [t_min, 1]. Its density ∝ 1/t cancels the 1/t weight of the
-    continuous-time ELBO (MDLM), so the loss needs no weight and has no spikes at small t."""
+    """t, log-uniform on [t_min, 1]: as likely to fall in [0.2, 0.45] as in [0.45, 1].
+
+    The continuous-time ELBO weighs noise level t by 1/t (MDLM); drawing t with density ∝ 1/t
+    is importance sampling of that weight, so low noise, where a few erased letters must be
+    read from many clues, gets its share of training without a weight in the loss.
+    """
     return math.exp(rng.uniform(math.log(t_min), 0.0))
 
 
@@ -322,8 +338,8 @@ def token_nll(logits, target, mask_id):
 
 
 def diffusion_loss(denoise, params, cfg, tokens, mask_id, rng):
-    """One name's loss: erase at a random noise level, then the mean -log p of each erased
-    token. PAD is a target like any letter: predicting it is how the model learns length."""
+    """One name's loss: erase at a random noise level, then the mean -log p of the erased
+    tokens. PAD is a target like any letter: predicting it is how the model learns length."""
     erased = []
     while not erased:  # nothing erased, nothing to learn: draw again
         noisy = mask(tokens, noise_level(rng, cfg.t_min), mask_id, rng)
@@ -333,27 +349,9 @@ def diffusion_loss(denoise, params, cfg, tokens, mask_id, rng):
     return vsum(nlls) / len(nlls)
 
 
-def nelbo(denoise, params, cfg, tokens, mask_id, rng):
-    """An unbiased estimate of one name's negative ELBO, an upper bound on -log p(name), in nats.
-
-    For absorbing diffusion over L positions (MDLM, RADD) the continuous-time bound is exactly
-
-        NELBO(x) = Σ_{k=1..L} (1/k) · E over random k-subsets M [ Σ_{i∈M} -log p(x_i | x, M masked) ]
-
-    Taking M = the first k positions of one random order gives every k-subset with equal
-    probability: one forward pass per k.
-    """
-    order = rng.sample(range(len(tokens)), len(tokens))
-    total = 0.0
-    for k in range(1, len(tokens) + 1):
-        erased = sorted(order[:k])
-        noisy = list(tokens)
-        for i in erased:
-            noisy[i] = mask_id
-        logits = denoise(params, cfg, noisy, erased)
-        total += sum([token_nll(lg, tokens[i], mask_id) for i, lg in zip(erased, logits)]) / k
-    return total
-
+# ---------------------------------------------------------------------------------------------
+# Diffusion, reverse: the sampler
+# ---------------------------------------------------------------------------------------------
 
 def noise_at(i, steps):
     """The cosine schedule: t_i = cos(π/2 · (1 - i/steps)), 1 at i = steps, 0 at i = 0. It
@@ -367,14 +365,27 @@ def masked_counts(n0, steps):
 
 
 def draw(logits, candidates, temperature, rng):
-    """A token drawn from softmax(logits / temperature) over the candidates, and the model's
-    own probability for it (at temperature 1): how sure it was, for confidence re-masking."""
+    """A token drawn from softmax(logits / temperature) over the candidates, and a confidence.
+
+    Both come from one Gumbel-max draw: token = argmax_c (log p_c + T·g_c), with p the model's
+    probabilities (at temperature 1) and g_c independent standard Gumbel noise; the confidence
+    is the winning score. As T falls to 0 it tends to log p(token), plain confidence (LLaDA).
+    At T = 1 it is pure noise, whatever p is, so re-masking the least confident is re-masking
+    at random: the true reverse process. In between it is MaskGIT's noisy confidence.
+    """
     scores = [logits[c] for c in candidates]
-    top = max(scores)
-    weights = [math.exp((s - top) / temperature) for s in scores]
-    choice = rng.choices(range(len(candidates)), weights=weights)[0]
-    plain = [math.exp(s - top) for s in scores]
-    return candidates[choice], plain[choice] / sum(plain)
+    log_total = logsumexp(scores)
+    perturbed = [s - log_total + temperature * gumbel(rng) for s in scores]
+    best = max(range(len(candidates)), key=perturbed.__getitem__)
+    return candidates[best], perturbed[best]
+
+
+def gumbel(rng):
+    """Standard Gumbel noise, -log(-log u) for u uniform in (0, 1)."""
+    u = rng.random()
+    while u == 0.0:
+        u = rng.random()
+    return -math.log(-math.log(u))
 
 
 def reverse_step(denoise, params, cfg, seq, candidates, keep_masked, temperature, remask,
@@ -463,6 +474,44 @@ def parse_pattern(pattern, tok, block_size):
 
 
 # ---------------------------------------------------------------------------------------------
+# Diffusion, measured: the ELBO
+# ---------------------------------------------------------------------------------------------
+
+def nelbo(denoise, params, cfg, tokens, mask_id, rng):
+    """An unbiased estimate of one name's negative ELBO, an upper bound on -log p(name), in nats.
+
+    For absorbing diffusion over L positions (MDLM, RADD) the continuous-time bound is exactly
+
+        NELBO(x) = Σ_{k=1..L} 1/k · E_M [ Σ_{i∈M} -log p(x_i | x with the positions M masked) ]
+
+    with M a uniformly random set of k positions. The first k positions of one random order
+    are such a set, for every k at once: L forward passes per estimate.
+    """
+    order = rng.sample(range(len(tokens)), len(tokens))
+    total = 0.0
+    for k in range(1, len(tokens) + 1):
+        erased = sorted(order[:k])
+        noisy = list(tokens)
+        for i in erased:
+            noisy[i] = mask_id
+        logits = denoise(params, cfg, noisy, erased)
+        total += sum([token_nll(lg, tokens[i], mask_id) for i, lg in zip(erased, logits)]) / k
+    return total
+
+
+def nelbo_one_pass(denoise, params, cfg, tokens, mask_id, rng):
+    """A cheaper unbiased NELBO estimate, one forward pass: k uniform in 1..L, then
+    L/k · Σ_{i∈M} -log p(x_i | x, M masked) for one random k-subset M. Noisier per name; the
+    progress line averages it over many names."""
+    size = len(tokens)
+    k = rng.randint(1, size)
+    erased = sorted(rng.sample(range(size), k))
+    noisy = [mask_id if i in erased else t for i, t in enumerate(tokens)]
+    logits = denoise(params, cfg, noisy, erased)
+    return size / k * sum([token_nll(lg, tokens[i], mask_id) for i, lg in zip(erased, logits)])
+
+
+# ---------------------------------------------------------------------------------------------
 # The optimiser
 # ---------------------------------------------------------------------------------------------
 
@@ -501,6 +550,87 @@ def learning_rate(cfg, step):
 
 
 # ---------------------------------------------------------------------------------------------
+# Sharing work between processes
+# ---------------------------------------------------------------------------------------------
+
+class Workers:
+    """Maps a function over jobs, in order, in n processes (n = 1: in this one, no pool).
+
+    Every job carries its own inputs and random seed, so results never depend on n.
+    """
+
+    def __init__(self, n):
+        self.n = n
+        self.pool = None
+
+    def __enter__(self):
+        if self.n > 1:
+            self.pool = multiprocessing.Pool(self.n, initializer=_start_worker)
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool:
+            self.pool.terminate()
+            self.pool.join()
+
+    def map(self, fn, jobs):
+        return self.pool.imap(fn, jobs) if self.pool else map(fn, jobs)
+
+
+def _start_worker():
+    """Workers leave Ctrl-C to the main process, which stops them cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    without_cycle_collector()
+
+
+def without_cycle_collector():
+    """Values make no reference cycles (children point back, nothing points forward), so
+    CPython's reference counting frees each graph the moment it is done with, and its cyclic
+    collector would only rescan the ~20K live Values again and again: switching it off saves
+    10% of a training step (measured). PyPy has no reference counting: its collector is what
+    frees graphs, so it stays on (off, memory grew to 2.3 GB in 400 steps)."""
+    if sys.implementation.name == 'cpython':
+        gc.disable()
+
+
+def split_evenly(items, n):
+    """items cut into at most n consecutive shares of near-equal size."""
+    size = -(-len(items) // n)
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _gradient_job(job):
+    """In a worker process: name_gradient for a share of the batch, on a copy of the model."""
+    cfg, mask_id, float_params, items = job
+    params = as_values(float_params)
+    values = flatten(params)
+    denoise = DENOISERS[cfg.denoiser][1]
+    return [name_gradient(denoise, params, values, cfg, tokens, mask_id, seed)
+            for tokens, seed in items]
+
+
+def _nelbo_job(job):
+    """In a worker process (or this one): the NELBO estimate of each (tokens, seed)."""
+    cfg, mask_id, float_params, items, one_pass = job
+    denoise = DENOISERS[cfg.denoiser][1]
+    estimate = nelbo_one_pass if one_pass else nelbo
+    return [estimate(denoise, float_params, cfg, tokens, mask_id, random.Random(seed))
+            for tokens, seed in items]
+
+
+def _sample_job(job):
+    """In a worker process (or this one): one name per seed, with its trace if asked for."""
+    cfg, tok, float_params, how, seeds, want_trace = job
+    denoise = DENOISERS[cfg.denoiser][1]
+    results = []
+    for seed in seeds:
+        trace = [] if want_trace else None
+        tokens = sample_tokens(denoise, float_params, cfg, tok, random.Random(seed), how, trace)
+        results.append((tok.decode(tokens), trace))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
 
@@ -513,12 +643,8 @@ class Model:
 
     @classmethod
     def new(cls, cfg, tok):
-        init = DENOISERS[cfg.denoiser][0]
-        return cls(cfg, tok, init(cfg, tok.vocab_size, random.Random(cfg.seed)))
-
-
-class Diverged(Exception):
-    """The loss or a gradient stopped being a finite number."""
+        shapes = DENOISERS[cfg.denoiser][0](cfg, tok.vocab_size)
+        return cls(cfg, tok, init_params(shapes, cfg.init_std, random.Random(cfg.seed)))
 
 
 class Batches:
@@ -553,16 +679,6 @@ def name_gradient(denoise, params, values, cfg, tokens, mask_id, seed):
     return loss.data, grads
 
 
-def _gradient_job(job):
-    """In a worker process: name_gradient for a share of the batch, on a copy of the model."""
-    cfg, mask_id, float_params, items = job
-    params = as_values(float_params)
-    values = flatten(params)
-    denoise = DENOISERS[cfg.denoiser][1]
-    return [name_gradient(denoise, params, values, cfg, tokens, mask_id, seed)
-            for tokens, seed in items]
-
-
 def train_step(model, values, adam, names, step, workers):
     """One optimiser step on a batch of names; returns the batch's mean loss.
 
@@ -583,52 +699,16 @@ def train_step(model, values, adam, names, step, workers):
     for _, grads in results[1:]:
         total = list(map(add, total, grads))
     loss = sum([r[0] for r in results]) / len(results)
-    if not (math.isfinite(loss) and math.isfinite(sum(map(abs, total)))):
-        raise Diverged(f'the loss or its gradient became {loss if not math.isfinite(loss) else "inf"}')
+    if not math.isfinite(loss):
+        raise Diverged(f'the loss became {loss}')
+    if not math.isfinite(sum(map(abs, total))):
+        raise Diverged('a gradient became infinite')
     adam.step([g / len(results) for g in total], learning_rate(cfg, step))
     return loss
 
 
-def split_evenly(items, n):
-    """items cut into at most n consecutive shares of near-equal size."""
-    size = -(-len(items) // n)
-    return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def _nelbo_job(job):
-    """In a worker process (or this one): the NELBO estimate of each (tokens, seed)."""
-    cfg, mask_id, float_params, items, one_pass = job
-    denoise = DENOISERS[cfg.denoiser][1]
-    estimate = nelbo_one_pass if one_pass else nelbo
-    return [estimate(denoise, float_params, cfg, tokens, mask_id, random.Random(seed))
-            for tokens, seed in items]
-
-
-def nelbo_one_pass(denoise, params, cfg, tokens, mask_id, rng):
-    """A cheaper unbiased NELBO estimate, one forward pass: k uniform in 1..L, then
-    L/k · Σ_{i∈M} -log p(x_i | x, M masked) for one random k-subset M. Noisier per name; the
-    progress line averages it over many names."""
-    size = len(tokens)
-    k = rng.randint(1, size)
-    erased = sorted(rng.sample(range(size), k))
-    noisy = [mask_id if i in erased else t for i, t in enumerate(tokens)]
-    logits = denoise(params, cfg, noisy, erased)
-    return size / k * sum([token_nll(lg, tokens[i], mask_id) for i, lg in zip(erased, logits)])
-
-
-def nelbo_estimates(model, names, seed, workers, one_pass=False, on_progress=None):
-    """The NELBO estimate of each name (nats), each from its own seeded random generator."""
-    cfg, tok = model.cfg, model.tok
-    rng = random.Random(f'{seed}:nelbo')
-    items = [(tok.encode(name, cfg.block_size), rng.getrandbits(64)) for name in names]
-    shared = (cfg, tok.MASK, as_floats(model.params))
-    jobs = [shared + (share, one_pass) for share in split_evenly(items, max(1, len(items) // 10))]
-    estimates = []
-    for share in workers.map(_nelbo_job, jobs):
-        estimates += share
-        if on_progress:
-            on_progress(len(estimates), len(items))
-    return estimates
+class Diverged(Exception):
+    """The loss or a gradient stopped being a finite number."""
 
 
 def train(model, train_names, val_names, data_fingerprint, checkpoint, workers, state=None,
@@ -745,37 +825,6 @@ def format_time(seconds):
     return f'{seconds // 60}m{seconds % 60:02d}s' if seconds >= 60 else f'{seconds}s'
 
 
-class Workers:
-    """Maps a function over jobs, in order, in n processes (n = 1: in this one, no pool).
-
-    Every job carries its own inputs and random seed, so results never depend on n.
-    """
-
-    def __init__(self, n):
-        self.n = n
-        self.pool = None
-
-    def __enter__(self):
-        if self.n > 1:
-            self.pool = multiprocessing.Pool(self.n, initializer=_start_worker)
-        return self
-
-    def __exit__(self, *exc):
-        if self.pool:
-            self.pool.terminate()
-            self.pool.join()
-
-    def map(self, fn, jobs):
-        return self.pool.imap(fn, jobs) if self.pool else map(fn, jobs)
-
-
-def _start_worker():
-    """Workers leave Ctrl-C to the main process, which stops them cleanly; and, like it, they
-    run without the cyclic garbage collector (see main)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    gc.disable()
-
-
 # ---------------------------------------------------------------------------------------------
 # Checkpoints
 # ---------------------------------------------------------------------------------------------
@@ -864,13 +913,13 @@ def load_checkpoint(path):
     if cfg.denoiser not in DENOISERS or cfg.n_embd % cfg.n_head:
         raise bad(f'config: denoiser {cfg.denoiser!r}, n_embd {cfg.n_embd}, n_head {cfg.n_head}')
     tok = Tokenizer(chars)
-    expected = DENOISERS[cfg.denoiser][0](cfg, tok.vocab_size, random.Random(0))
+    shapes = DENOISERS[cfg.denoiser][0](cfg, tok.vocab_size)
     params = doc.get('params')
-    if not isinstance(params, dict) or set(params) != set(expected):
-        raise bad(f'"params" must have exactly {", ".join(sorted(expected))}')
-    for name, rows in expected.items():
-        if not is_matrix(params[name], len(rows), len(rows[0])):
-            raise bad(f'{name} should be {len(rows)} x {len(rows[0])} finite numbers')
+    if not isinstance(params, dict) or set(params) != set(shapes):
+        raise bad(f'"params" must have exactly {", ".join(sorted(shapes))}')
+    for name, (n_rows, n_cols) in shapes.items():
+        if not is_matrix(params[name], n_rows, n_cols):
+            raise bad(f'{name} should be {n_rows} x {n_cols} finite numbers')
     model = Model(cfg, tok, as_values(params))
     training = doc.get('training')
     if training is not None:
@@ -904,19 +953,22 @@ def check_training_state(training, n_params, bad):
 
 
 # ---------------------------------------------------------------------------------------------
-# Sampling and evaluation
+# Evaluation
 # ---------------------------------------------------------------------------------------------
 
-def _sample_job(job):
-    """In a worker process (or this one): one name per seed, with its trace if asked for."""
-    cfg, tok, float_params, how, seeds, want_trace = job
-    denoise = DENOISERS[cfg.denoiser][1]
-    results = []
-    for seed in seeds:
-        trace = [] if want_trace else None
-        tokens = sample_tokens(denoise, float_params, cfg, tok, random.Random(seed), how, trace)
-        results.append((tok.decode(tokens), trace))
-    return results
+def nelbo_estimates(model, names, seed, workers, one_pass=False, on_progress=None):
+    """The NELBO estimate of each name (nats), each from its own seeded random generator."""
+    cfg, tok = model.cfg, model.tok
+    rng = random.Random(f'{seed}:nelbo')
+    items = [(tok.encode(name, cfg.block_size), rng.getrandbits(64)) for name in names]
+    shared = (cfg, tok.MASK, as_floats(model.params))
+    jobs = [shared + (share, one_pass) for share in split_evenly(items, max(1, len(items) // 10))]
+    estimates = []
+    for share in workers.map(_nelbo_job, jobs):
+        estimates += share
+        if on_progress:
+            on_progress(len(estimates), len(items))
+    return estimates
 
 
 def sample_names(model, n, seed, how, workers, want_trace=False):
@@ -972,6 +1024,8 @@ def nelbo_summary(estimates, names):
 # ---------------------------------------------------------------------------------------------
 
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'names.txt')
+
+
 DEFAULT_CHECKPOINT = 'model.json'
 
 
@@ -1282,10 +1336,7 @@ COMMANDS = {None: run_lab, 'train': run_train, 'sample': run_sample, 'eval': run
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    # Values make no reference cycles (children point back, nothing points forward), so
-    # reference counting frees each graph the moment it is done with. The cyclic collector
-    # would only rescan the ~20K live Values over and over: measured 10% of a training step.
-    gc.disable()
+    without_cycle_collector()
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
