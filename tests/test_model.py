@@ -33,9 +33,10 @@ def smaller(**changes):
 SHORT_NAMES = [n for n in NAMES if len(n) <= 8]
 
 
-def float_loss(model, float_params, tokens, seed):
+def float_loss(model, float_params, tokens, seed, t=0.5):
     rng = random.Random(seed)
-    return md.diffusion_loss(model.denoise, float_params, model.cfg, tokens, model.tok.MASK, rng)
+    return md.diffusion_loss(model.denoise, float_params, model.cfg, tokens, t, model.tok.MASK,
+                             rng)
 
 
 class UniformDenoiser:
@@ -149,7 +150,7 @@ class ModelTest(unittest.TestCase):
         model = md.Model.new(cfg, tok)
         tokens = tok.encode('isabella', cfg.block_size)
         seed = 3
-        loss = md.diffusion_loss(model.denoise, model.params, cfg, tokens, tok.MASK,
+        loss = md.diffusion_loss(model.denoise, model.params, cfg, tokens, 0.5, tok.MASK,
                                  random.Random(seed))
         loss.backward()
         floats = md.as_floats(model.params)
@@ -181,7 +182,7 @@ class ModelTest(unittest.TestCase):
         cfg, tok = tiny(denoiser='mlp', mlp_hidden=8)
         model = md.Model.new(cfg, tok)
         tokens = tok.encode('emma', cfg.block_size)
-        loss = md.diffusion_loss(model.denoise, model.params, cfg, tokens, tok.MASK,
+        loss = md.diffusion_loss(model.denoise, model.params, cfg, tokens, 0.5, tok.MASK,
                                  random.Random(1))
         loss.backward()
         floats = md.as_floats(model.params)
@@ -248,12 +249,18 @@ class DiffusionTest(unittest.TestCase):
         masked = sum(md.mask(tokens, 0.3, 99, rng).count(99) for _ in range(2000))
         self.assertAlmostEqual(masked / (16 * 2000), 0.3, delta=0.01)
 
-    def test_noise_level_is_log_uniform(self):
+    def test_noise_levels_are_log_uniform_and_spread(self):
         rng = random.Random(0)
-        ts = [md.noise_level(rng, 0.2) for _ in range(20000)]
-        self.assertTrue(all(0.2 <= t <= 1.0 for t in ts))
-        mean_log = sum(map(math.log, ts)) / len(ts)
-        self.assertAlmostEqual(mean_log, math.log(0.2) / 2, delta=0.01)
+        for n in (1, 4):
+            ts = [t for _ in range(5000) for t in md.noise_levels(rng, 0.2, n)]
+            self.assertTrue(all(0.2 <= t <= 1.0 for t in ts))
+            mean_log = sum(map(math.log, ts)) / len(ts)
+            self.assertAlmostEqual(mean_log, math.log(0.2) / 2, delta=0.01)
+        # a batch's levels fall one in each quarter of the log range
+        for _ in range(100):
+            quarters = sorted(int(math.log(t) / math.log(0.2) * 4)
+                              for t in md.noise_levels(rng, 0.2, 4))
+            self.assertEqual(quarters, [0, 1, 2, 3])
 
     def test_mask_is_never_a_prediction(self):
         logits = [0.3, -1.0, 50.0, 0.7]  # MASK = 2 has by far the largest logit
@@ -271,7 +278,7 @@ class DiffusionTest(unittest.TestCase):
             return [[0.0] * tok.vocab_size for _ in positions]
 
         tokens = tok.encode('emma', cfg.block_size)
-        loss = md.diffusion_loss(denoiser, None, cfg, tokens, tok.MASK, random.Random(4))
+        loss = md.diffusion_loss(denoiser, None, cfg, tokens, 0.4, tok.MASK, random.Random(4))
         noisy, positions = seen[0]
         self.assertEqual(positions, [i for i, t in enumerate(noisy) if t == tok.MASK])
         self.assertTrue(positions)
