@@ -38,7 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from operator import add
 
 from value import Value, data, dot, exp, logsumexp, matmul, relu, topological_order, vsum
@@ -56,26 +56,26 @@ class Config:
     n_layer: int = 2        # blocks: one gathers clues from the visible letters, two combine them
     block_size: int = 16    # positions per name: the longest in names.txt (15) and one PAD
     denoiser: str = 'transformer'  # or 'mlp': the diffusion code around it is the same
-    mlp_hidden: int = 8     # hidden width of the mlp denoiser: 7,168 weights, as many as the
-                            # transformer's 6,848, for a fair comparison
+    mlp_hidden: int = 8     # hidden width of the mlp denoiser: its 7,168 weights are about
+    #                         the transformer's 6,848, for a fair comparison
     init_std: float = 0.08  # weights start N(0, 0.08): small, so first guesses are near uniform
     # --- the forward process ---
     t_min: float = 0.2      # lowest noise level trained on: below it most names lose 0-2 letters
-                            # and teach little (MDLM trains all of (0, 1]; at 7K weights, focus)
+    #                         and teach little (MDLM trains all of (0, 1]; at 7K weights, focus)
     # --- training ---
     steps: int = 2000       # optimiser steps
-    batch_size: int = 1     # names per step, their gradients averaged
+    batch_size: int = 2     # names per step, their gradients averaged
     lr: float = 0.01        # Adam's peak learning rate; it decays linearly to 0 at the last step
     warmup: int = 0         # steps of linear warm-up to the peak
     beta1: float = 0.85     # Adam's gradient average forgets in ~1/(1-0.85) = 7 steps
-    beta2: float = 0.99     # and its squared-gradient average in ~100 steps
+    beta2: float = 0.95     # and its squared-gradient average in ~20 steps
     adam_eps: float = 1e-8  # keeps Adam's step finite where a gradient is ~0
     seed: int = 42          # every random choice (init, batches, noise) follows from it
     val_size: int = 1000    # names held out of training, to measure what was not memorised
     val_every: int = 500    # steps between validation estimates on the progress line
     val_names: int = 200    # held-out names per estimate (eval uses them all)
     # --- sampling ---
-    temp_start: float = 0.8 # sampling temperature at t = 1: explore while nothing is known
+    temp_start: float = 1.2  # sampling temperature at t = 1: explore while nothing is known
     temp_end: float = 0.3   # and at t = 0: commit to what the letters around make likely
 
 
@@ -745,8 +745,7 @@ def train(model, train_names, val_names, data_fingerprint, checkpoint, workers, 
     saved_at = step if state else None  # the step the checkpoint on disk holds
 
     def save():
-        training = {'step': step, 'steps': cfg.steps, 'batch_size': cfg.batch_size,
-                    'lr': cfg.lr, 'seed': cfg.seed, 'data_fingerprint': data_fingerprint,
+        training = {'step': step, 'settings': asdict(cfg), 'data_fingerprint': data_fingerprint,
                     'adam_t': adam.t, 'adam_m': adam.m, 'adam_v': adam.v}
         save_checkpoint(checkpoint, model, training)
 
@@ -932,6 +931,8 @@ def load_checkpoint(path):
     training = doc.get('training')
     if training is not None:
         check_training_state(training, len(flatten(model.params)), bad)
+        if any(training['settings'][name] != getattr(cfg, name) for name in MODEL_FIELDS):
+            raise bad('"training" settings disagree with "config"')
     return model, training
 
 
@@ -946,13 +947,21 @@ def is_number(x):
 
 
 def check_training_state(training, n_params, bad):
-    ints = ('step', 'steps', 'batch_size', 'seed', 'adam_t')
-    if not isinstance(training, dict) or not all(type(training.get(k)) is int for k in ints):
-        raise bad(f'"training" needs whole numbers {", ".join(ints)}')
-    if not (0 <= training['step'] <= training['steps'] and training['batch_size'] >= 1):
-        raise bad('"training" step, steps or batch_size out of range')
-    if not is_number(training.get('lr')) or not isinstance(training.get('data_fingerprint'), str):
-        raise bad('"training" lr or data_fingerprint missing')
+    if not isinstance(training, dict) or not isinstance(training.get('settings'), dict):
+        raise bad('"training" must hold the run\'s "settings"')
+    settings, defaults = training['settings'], asdict(Config())
+    if set(settings) != set(defaults):
+        raise bad(f'"training" settings must be exactly {", ".join(sorted(defaults))}')
+    for name, default in defaults.items():
+        value = settings[name]
+        fits = type(value) is type(default) or (type(default) is float and type(value) is int)
+        if not fits or (isinstance(value, (int, float)) and not is_number(value)):
+            raise bad(f'"training" setting {name} = {value!r}')
+    if not (type(training.get('step')) is int and 0 <= training['step'] <= settings['steps']
+            and type(training.get('adam_t')) is int and settings['batch_size'] >= 1):
+        raise bad('"training" step or adam_t out of range')
+    if not isinstance(training.get('data_fingerprint'), str):
+        raise bad('"training" has no data_fingerprint')
     for key in ('adam_m', 'adam_v'):
         moments = training.get(key)
         if not (isinstance(moments, list) and len(moments) == n_params
@@ -1013,8 +1022,9 @@ def sample_report(samples, train_names, held_out, block_size):
              'length    data  samples   (each # is 2% of names)']
     for length in range(block_size + 1):
         if mine[length] or theirs[length]:
+            bars = '#' * round(theirs[length] * 50), '#' * round(mine[length] * 50)
             lines.append(f'{length:6d}  {theirs[length]:6.1%}  {mine[length]:6.1%}   '
-                         f'{"#" * round(theirs[length] * 50):<20s}|{"#" * round(mine[length] * 50)}')
+                         f'{bars[0]:<20s}|{bars[1]}')
     return lines
 
 
@@ -1084,10 +1094,12 @@ def build_parser():
     train = commands.add_parser('train', help='train a model and save a checkpoint')
     train.add_argument('--data', default=DEFAULT_DATA, help='names, one per line (names.txt)')
     train.add_argument('--steps', type=at_least(1), help=f'optimiser steps ({Config.steps})')
-    train.add_argument('--batch-size', type=at_least(1), help=f'names per step ({Config.batch_size})')
+    train.add_argument('--batch-size', type=at_least(1),
+                       help=f'names per step ({Config.batch_size})')
     train.add_argument('--lr', type=positive_number, help=f'peak learning rate ({Config.lr})')
     train.add_argument('--seed', type=int, help=f'random seed ({Config.seed})')
-    train.add_argument('--checkpoint', default=DEFAULT_CHECKPOINT, help='where to save (model.json)')
+    train.add_argument('--checkpoint', default=DEFAULT_CHECKPOINT,
+                       help='where to save (model.json)')
     train.add_argument('--resume', action='store_true',
                        help='continue the run saved in --checkpoint, exactly where it stopped')
     train.add_argument('--denoiser', choices=sorted(DENOISERS), help='transformer (default) or mlp')
@@ -1099,7 +1111,8 @@ def build_parser():
     sample.add_argument('--seed', type=int, default=0)
     sample.add_argument('--steps', type=at_least(1), default=Sampling.steps,
                         help=f'reverse steps ({Sampling.steps})')
-    sample.add_argument('--pattern', help="fixed letters, '_' to fill, a final '*': e.g. m_r__, ka*")
+    sample.add_argument('--pattern',
+                        help="fixed letters, '_' to fill, a final '*': e.g. m_r__, ka*")
     sample.add_argument('--temperature', type=positive_number, default=1.0,
                         help=f'scales the annealing, 1 = {Config.temp_start} -> {Config.temp_end}')
     sample.add_argument('--remask', choices=('confidence', 'random'), default='confidence')
@@ -1122,6 +1135,8 @@ def build_parser():
     forward.add_argument('--seed', type=int, default=0)
 
     bench = commands.add_parser('bench', help='time training steps, forward passes, samples')
+    bench.add_argument('--checkpoint', default=DEFAULT_CHECKPOINT,
+                       help='time these weights if the file exists (model.json)')
     bench.add_argument('--repeats', type=at_least(3), default=30, help='timings per figure (30)')
     return parser
 
@@ -1179,8 +1194,8 @@ def resume(args):
     if fingerprint(train_names) != state['data_fingerprint']:
         raise UserError(f'{args.data}: is not the data {args.checkpoint} was trained on; '
                         'resume with the same file')
-    cfg.steps, cfg.batch_size, cfg.lr, cfg.seed = (state['steps'], state['batch_size'],
-                                                   state['lr'], state['seed'])
+    cfg = Config(**state['settings'])  # every setting of the stopped run: it continues exactly
+    model.cfg = cfg
     for flag in ('batch_size', 'lr', 'seed', 'denoiser'):
         given = getattr(args, flag)
         if given is not None and given != getattr(cfg, flag):
@@ -1287,15 +1302,19 @@ def run_forward(args):
 
 def run_bench(args):
     """Figures for the current configuration, on this machine, in one process."""
-    cfg = Config()
-    names = load_names(DEFAULT_DATA, cfg.block_size)
-    tok = Tokenizer.from_names(names)
-    model = Model.new(cfg, tok)
+    names = load_names(DEFAULT_DATA, Config.block_size)
+    if os.path.exists(args.checkpoint):  # a step costs more once ReLUs come alive: use real weights
+        model, _ = load_checkpoint(args.checkpoint)
+        weights = f'the weights in {args.checkpoint}'
+    else:
+        model = Model.new(Config(), Tokenizer.from_names(names))
+        weights = 'freshly initialised weights (train first: trained steps cost ~20% more)'
+    cfg, tok = model.cfg, model.tok
+    check_vocabulary(names, tok, DEFAULT_DATA)
     values = flatten(model.params)
     adam = Adam(values, cfg)
-    rng = random.Random(0)
-    picks = rng.sample(names, args.repeats)
-    print(f'bench: {cfg.denoiser}, {len(values):,} parameters, batch size 1, '
+    picks = random.Random(0).sample(names, args.repeats)
+    print(f'bench: {cfg.denoiser} with {len(values):,} parameters, {weights}, batch size 1, '
           f'{sys.implementation.name} {sys.version.split()[0]}')
     with Workers(1) as workers:
         step_times = timed(lambda i: train_step(model, values, adam, [picks[i]], i, workers),

@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -278,6 +277,7 @@ class BadInputTest(Folder):
                          r'^error: training diverged at step \d+ .* is untouched; '
                          'try a smaller --lr$')
         self.assertEqual(self.snapshot(self.model), before)
+
 
 if __name__ == '__main__':
     unittest.main()

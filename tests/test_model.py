@@ -214,7 +214,6 @@ class ModelTest(unittest.TestCase):
         # asking for fewer positions does not change the logits at the ones asked for
         self.assertEqual(model.denoise(md.as_floats(model.params), cfg, tokens, [6])[0], without[1])
 
-
     def test_mlp_skipping_dead_units_changes_nothing(self):
         """The speed measure in mlp(): fc2 reads only the units ReLU left positive. Check it
         against the textbook form, fc2 · relu(fc1 · x), for values and gradients."""
@@ -224,8 +223,8 @@ class ModelTest(unittest.TestCase):
         xs = [[Value(rng.gauss(0, 1)) for _ in range(cfg.n_embd)] for _ in range(5)]
         fast = md.mlp(model.params, 'layer0.', xs)
         hiddens = md.matmul(model.params['layer0.mlp_fc1'], xs)
-        plain = md.matmul(model.params['layer0.mlp_fc2'], [[h.relu() for h in hidden]
-                                                             for hidden in hiddens])
+        relus = [[h.relu() for h in hidden] for hidden in hiddens]
+        plain = md.matmul(model.params['layer0.mlp_fc2'], relus)
         self.assertEqual([[v.data for v in out] for out in fast],
                          [[v.data for v in out] for out in plain])
         values = md.flatten(model.params) + [x for vector in xs for x in vector]
@@ -576,6 +575,7 @@ class TrainingTest(unittest.TestCase):
             self.run_training(cfg, tok)
         with open(self.path) as f:
             self.assertEqual(f.read(), 'an earlier checkpoint')
+
 
 if __name__ == '__main__':
     unittest.main()
