@@ -38,7 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from operator import add
 
 from value import Value, data, dot, exp, logsumexp, matmul, relu, topological_order, vsum
@@ -75,8 +75,10 @@ class Config:
     val_every: int = 500    # steps between validation estimates on the progress line
     val_names: int = 200    # held-out names per estimate (eval uses them all)
     # --- sampling ---
-    temp_start: float = 1.2  # sampling temperature at t = 1: explore while nothing is known
-    temp_end: float = 0.3   # and at t = 0: commit to what the letters around make likely
+    temp_start: float = 1.0  # sampling temperature at t = 1: while nothing is known, the model's
+    #                          own odds, and re-masking at random (see draw)
+    temp_end: float = 0.8    # at t = 0, a little cooler: surer letters, surer picks. Measured
+    #                          over 1,000 names: colder ends make names short and common
 
 
 MODEL_FIELDS = ('n_embd', 'n_head', 'n_layer', 'block_size', 'denoiser', 'mlp_hidden')
@@ -1113,8 +1115,12 @@ def build_parser():
                         help=f'reverse steps ({Sampling.steps})')
     sample.add_argument('--pattern',
                         help="fixed letters, '_' to fill, a final '*': e.g. m_r__, ka*")
+    sample.add_argument('--temp-start', type=positive_number, default=Config.temp_start,
+                        help=f'temperature at t = 1, the first step ({Config.temp_start})')
+    sample.add_argument('--temp-end', type=positive_number, default=Config.temp_end,
+                        help=f'temperature at t = 0, the last step ({Config.temp_end})')
     sample.add_argument('--temperature', type=positive_number, default=1.0,
-                        help=f'scales the annealing, 1 = {Config.temp_start} -> {Config.temp_end}')
+                        help='scales both: 0.5 halves every step\'s temperature (1)')
     sample.add_argument('--remask', choices=('confidence', 'random'), default='confidence')
     sample.add_argument('--trace', action='store_true', help='show each reverse step (stderr)')
     sample.add_argument('--stats', action='store_true',
@@ -1220,6 +1226,7 @@ def resume(args):
 
 def run_sample(args):
     model, _ = load_checkpoint(args.checkpoint)
+    model.cfg = replace(model.cfg, temp_start=args.temp_start, temp_end=args.temp_end)
     how = Sampling(steps=args.steps, temperature=args.temperature, remask=args.remask)
     if args.pattern is not None:
         how.template, how.candidates = parse_pattern(args.pattern, model.tok, model.cfg.block_size)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -108,6 +109,15 @@ class ContractTest(Folder):
         self.assertRegex(result.stderr, r'step +\d+ +t=0\.\d+ +T=0\.\d+ +m[a-z_]r[a-z_]{2}\.{11}')
         self.assertIn('unique', result.stderr)
         self.assertIn('length histogram', result.stderr)
+
+    def test_temperatures_follow_the_flags(self):
+        result = run('sample', '--checkpoint', self.model, '--num', '1', '--trace',
+                     '--temp-start', '2', '--temp-end', '0.5', '--temperature', '0.8')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        steps = re.findall(r't=(\d\.\d+) +T=(\d\.\d+)', result.stderr)
+        self.assertEqual(len(steps), 16)  # one line per step that decides a position
+        for t, T in steps:
+            self.assertAlmostEqual(float(T), 0.8 * (0.5 + 1.5 * float(t)), delta=0.002)
 
     def test_eval_last_line(self):
         result = run('eval', '--checkpoint', self.model, '--data', self.data, '--workers', '2')
