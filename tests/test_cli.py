@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -256,6 +255,7 @@ class BadInputTest(Folder):
         for bad in ('0', '-1', 'nan', 'inf', 'fast'):
             cases.append((self.train(self.data) + ['--lr', bad], '--lr'))
             cases.append((sample + ['--temperature', bad], '--temperature'))
+            cases.append((sample + ['--temp-end', bad], '--temp-end'))
         cases += [(['fly'], "invalid choice: 'fly'"),
                   (['sample', '--colour'], 'unrecognized arguments: --colour'),
                   (sample + ['--remask', 'sometimes'], '--remask'),
@@ -269,10 +269,9 @@ class BadInputTest(Folder):
 
     def test_unwritable_checkpoint_fails_before_training(self):
         nowhere = os.path.join(self.folder.name, 'no', 'such', 'folder', 'model.json')
-        started = time.time()
+        # one line on stderr and nothing else: no progress line, so not one step was trained
         self.assert_refused(['train', '--data', self.data, '--checkpoint', nowhere,
                              '--steps', '100000'], 'cannot write a checkpoint there')
-        self.assertLess(time.time() - started, 30)  # it did not train 100,000 steps first
         self.assert_refused(['train', '--data', self.data, '--checkpoint', self.folder.name],
                             'is a folder')
 
