@@ -961,7 +961,7 @@ def check_training_state(training, n_params, bad):
             raise bad(f'"training" setting {name} = {value!r}')
     if not (type(training.get('step')) is int and 0 <= training['step'] <= settings['steps']
             and type(training.get('adam_t')) is int and settings['batch_size'] >= 1):
-        raise bad('"training" step or adam_t out of range')
+        raise bad('"training" step, adam_t or batch_size out of range')
     if not isinstance(training.get('data_fingerprint'), str):
         raise bad('"training" has no data_fingerprint')
     for key in ('adam_m', 'adam_v'):
@@ -1024,9 +1024,9 @@ def sample_report(samples, train_names, held_out, block_size):
              'length    data  samples   (each # is 2% of names)']
     for length in range(block_size + 1):
         if mine[length] or theirs[length]:
-            bars = '#' * round(theirs[length] * 50), '#' * round(mine[length] * 50)
+            data_bar, sample_bar = '#' * round(theirs[length] * 50), '#' * round(mine[length] * 50)
             lines.append(f'{length:6d}  {theirs[length]:6.1%}  {mine[length]:6.1%}   '
-                         f'{bars[0]:<20s}|{bars[1]}')
+                         f'{data_bar:<20s}|{sample_bar}')
     return lines
 
 
