@@ -178,6 +178,33 @@ class ModelTest(unittest.TestCase):
                             f'{name}[{i}][{j}]: backward {grad}, numeric {numeric}')
         self.assertNotEqual(model.params['wte'][tok.MASK][7].grad, 0.0)
 
+    def test_training_gradient_with_a_tape_is_the_searched_one(self):
+        # name_gradient (training) records the graph on a Tape; backward() searches for it
+        cfg, tok = tiny()
+        model = md.Model.new(cfg, tok)
+        values = md.flatten(model.params)
+        tokens = tok.encode('isabella', cfg.block_size)
+        loss, taped = md.name_gradient(model.denoise, model.params, values, cfg, tokens, 0.5,
+                                       tok.MASK, 3)
+        self.assertTrue(all(v.grad == 0.0 for v in values))  # handed over, and reset
+        searched = md.diffusion_loss(model.denoise, model.params, cfg, tokens, 0.5, tok.MASK,
+                                     random.Random(3))
+        searched.backward()
+        self.assertEqual(searched.data, loss)
+        self.assertGreater(sum(1 for g in taped if g), len(values) // 2)
+        for v, g in zip(values, taped):
+            self.assertTrue(math.isclose(v.grad, g, rel_tol=1e-12, abs_tol=1e-15))
+
+    def test_a_worker_reuses_its_copy_of_the_parameters(self):
+        cfg, tok = tiny()
+        floats = md.as_floats(md.Model.new(cfg, tok).params)
+        params, values = md._replica(floats)
+        floats['wpe'][2][1] += 0.5
+        again, again_values = md._replica(floats)
+        self.assertIs(again, params)
+        self.assertEqual(md.as_floats(again), floats)  # the numbers follow the new floats
+        self.assertEqual([v.data for v in again_values], [v.data for v in md.flatten(again)])
+
     def test_mlp_denoiser_gradient(self):
         cfg, tok = tiny(denoiser='mlp', mlp_hidden=8)
         model = md.Model.new(cfg, tok)

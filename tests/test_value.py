@@ -3,7 +3,8 @@
 import math
 import unittest
 
-from value import Value, dot, exp, log, logsumexp, matmul, relu, topological_order, vsum
+from value import (Tape, Value, datas, dot, exp, exps, log, logsumexp, matmul, relu,
+                   topological_order, vsum)
 
 
 def central_difference(f, xs, i, h=1e-6):
@@ -18,14 +19,21 @@ class GradientCheck(unittest.TestCase):
 
     def assert_gradients(self, f, points, rel=1e-5, abs_tol=1e-7):
         """f takes a list of Values and returns one Value. At each point, the gradients from
-        backward() must match central differences of f's data."""
+        backward() must match central differences of f's data, and so must those from
+        backward(tape), the graph recorded on a Tape."""
         for xs in points:
             leaves = [Value(x) for x in xs]
             f(leaves).backward()
-            for i, leaf in enumerate(leaves):
+            taped = [Value(x) for x in xs]
+            with Tape() as tape:
+                result = f(taped)
+            result.backward(tape)
+            for i, (leaf, twin) in enumerate(zip(leaves, taped)):
                 expected = central_difference(lambda zs: f([Value(z) for z in zs]).data, xs, i)
                 self.assertTrue(math.isclose(leaf.grad, expected, rel_tol=rel, abs_tol=abs_tol),
                                 f'd/dx{i} at {xs}: backward {leaf.grad}, numeric {expected}')
+                self.assertTrue(math.isclose(twin.grad, leaf.grad, rel_tol=1e-12, abs_tol=1e-15),
+                                f'd/dx{i} at {xs}: with a tape {twin.grad}, without {leaf.grad}')
 
 
 class OperationsTest(GradientCheck):
@@ -78,6 +86,16 @@ class OperationsTest(GradientCheck):
             self.assertIsInstance(as_value, Value)
             self.assertIsInstance(as_float, float)
             self.assertEqual(as_value.data, as_float)
+
+    def test_list_helpers_take_values_or_floats(self):
+        xs = [Value(0.5), Value(-1.0)]
+        self.assertEqual(datas(xs), [0.5, -1.0])
+        self.assertEqual(datas([0.5, -1.0]), [0.5, -1.0])
+        self.assertEqual(datas([]), [])
+        self.assertEqual([e.data for e in exps(xs)], [math.exp(0.5), math.exp(-1.0)])
+        self.assertEqual(exps([0.5, -1.0]), [math.exp(0.5), math.exp(-1.0)])
+        self.assertEqual(exps([]), [])
+        self.assert_gradients(lambda v: vsum(exps(v)), [[0.3, -2.0, 1.5]])
 
     def test_vsum_is_one_node(self):
         xs = [Value(x) for x in (1.0, -2.0, 0.5)]
@@ -229,6 +247,57 @@ class GraphTest(GradientCheck):
         y.backward()
         self.assertEqual(x.grad, 1.0)  # only the direct path: relu'(-2) = 0
         self.assertEqual((x * 2.0).relu()._children, ())
+
+    def test_a_tape_records_in_the_order_made_and_only_inside_its_block(self):
+        a, b = Value(1.0), Value(2.0)
+        before = a * b
+        with Tape() as tape:
+            c = a * b
+            d = c + a
+            e = d * c
+        after = e * 2.0
+        self.assertEqual(tape, [c, d, e])  # leaves are not recorded; nor is what came before/after
+        self.assertEqual(tape.up_to(e), [e, d, c])  # the same order topological_order finds
+        self.assertEqual(topological_order(e), [e, d, c])
+        e.backward(tape)
+        self.assertEqual((a.grad, b.grad), (12.0, 5.0))  # e = a²b² + a²b, at a = 1, b = 2
+        with self.assertRaisesRegex(ValueError, 'not made while the tape'):
+            after.backward(tape)
+        with self.assertRaisesRegex(ValueError, 'not made while the tape'):
+            before.backward(tape)
+
+    def test_with_a_tape_a_value_made_before_it_is_a_leaf(self):
+        # the rule a Tape brings: the gradient stops at what was made outside the block
+        x = Value(3.0)
+        u = x * x
+        with Tape() as tape:
+            y = u * 2.0
+        y.backward(tape)
+        self.assertEqual((u.grad, x.grad), (2.0, 0.0))
+        y.backward()  # the search finds the whole graph: dy/dx = 4x
+        self.assertEqual((u.grad, x.grad), (2.0, 12.0))
+
+    def test_tapes_do_not_nest_and_a_failed_block_stops_recording(self):
+        with self.assertRaisesRegex(RuntimeError, 'already recording'):
+            with Tape():
+                with Tape():
+                    pass
+        with self.assertRaises(ZeroDivisionError):
+            with Tape() as tape:
+                Value(1.0) * 2.0
+                1 / 0
+        Value(1.0) * 3.0
+        self.assertEqual(len(tape), 1)  # nothing recorded after the block ended
+        with Tape() as again:  # and a new tape can start
+            Value(1.0) * 4.0
+        self.assertEqual(len(again), 1)
+
+    def test_backward_with_a_tape_from_a_leaf(self):
+        x = Value(3.0)
+        with Tape() as tape:
+            pass
+        x.backward(tape)
+        self.assertEqual(x.grad, 1.0)
 
     def test_topological_order(self):
         a, b = Value(1.0), Value(2.0)
