@@ -717,8 +717,6 @@ def train_step(model, values, adam, names, step, workers):
     ts = noise_levels(rng, cfg.t_min, len(names))
     items = [(tok.encode(name, cfg.block_size), t, rng.getrandbits(64))
              for name, t in zip(names, ts)]
-    # The first share of the batch is done here, on the model itself; the others meanwhile in
-    # the worker processes, on copies (so one worker process idles: it saves a copy and a wait).
     if workers.n == 1:
         results = [name_gradient(model.denoise, model.params, values, cfg, tokens, t, tok.MASK,
                                  seed) for tokens, t, seed in items]
