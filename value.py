@@ -186,7 +186,7 @@ def topological_order(root):
 
 def datas(xs):
     """The numbers in a list: each Value's .data, or the list itself if it holds plain numbers."""
-    return [x.data for x in xs] if xs and isinstance(xs[0], Value) else xs
+    return _datas(xs, 'datas') if xs and isinstance(xs[0], Value) else xs
 
 
 def exp(x):
@@ -212,8 +212,8 @@ def vsum(xs):
     """x0 + x1 + ... as one node; d/dxi = 1."""
     if not xs or not isinstance(xs[0], Value):
         return float(sum(xs))
-    datas = _datas(xs, 'vsum')
-    return Value(sum(datas), tuple(xs), (1.0,) * len(xs), 'sum')
+    numbers = _datas(xs, 'vsum')
+    return Value(sum(numbers), tuple(xs), (1.0,) * len(xs), 'sum')
 
 
 def dot(ws, xs):
@@ -271,11 +271,11 @@ def logsumexp(xs):
     if not isinstance(xs[0], Value):
         top = max(xs)
         return top + math.log(sum([math.exp(x - top) for x in xs]))
-    datas = _datas(xs, 'logsumexp')
-    top = max(datas)
-    exps = [math.exp(d - top) for d in datas]
-    total = sum(exps)
-    return Value(top + math.log(total), tuple(xs), tuple([e / total for e in exps]), 'lse')
+    numbers = _datas(xs, 'logsumexp')
+    top = max(numbers)
+    shifted = [math.exp(d - top) for d in numbers]
+    total = sum(shifted)
+    return Value(top + math.log(total), tuple(xs), tuple([e / total for e in shifted]), 'lse')
 
 
 def _datas(xs, who):
