@@ -9,8 +9,8 @@ every Value it depends on, filling in `grad` = d(result)/d(this Value):
 
 Besides the operators (+ - * / ** and unary -) and exp, log and relu, n-ary helpers build
 ONE node however many inputs they take, which keeps graphs small and fast: vsum (a sum), dot
-(a dot product, and matmul, many of them) and logsumexp (log of a sum of exps, whose local
-derivatives are the softmax).
+(a dot product, and matmul, many of them), logsumexp (log of a sum of exps, whose local
+derivatives are the softmax) and softmax_matmul (softmax-weighted averages: attention).
 
 The helpers also accept plain floats, and then return plain floats with no graph at all. So
 one definition of a model runs on Values (to train it) and on floats (to sample from it).
@@ -117,8 +117,9 @@ class Value:
         self.grad += 1.0
         for node in order:
             g = node.grad
-            for child, local_grad in zip(node._children, node._local_grads):
-                child.grad += local_grad * g
+            if g:  # a node with gradient 0 (a dead ReLU unit, the unused MASK logit) adds 0
+                for child, local_grad in zip(node._children, node._local_grads):
+                    child.grad += local_grad * g
 
 
 class Tape(list):
@@ -191,11 +192,6 @@ def datas(xs):
 
 def exp(x):
     return x.exp() if isinstance(x, Value) else math.exp(x)
-
-
-def exps(xs):
-    """[exp(x) for x in xs]."""
-    return [x.exp() for x in xs] if xs and isinstance(xs[0], Value) else list(map(math.exp, xs))
 
 
 def log(x):
@@ -276,6 +272,49 @@ def logsumexp(xs):
     shifted = [math.exp(d - top) for d in numbers]
     total = sum(shifted)
     return Value(top + math.log(total), tuple(xs), tuple([e / total for e in shifted]), 'lse')
+
+
+def softmax_matmul(rows, xs, scale=1.0):
+    """matmul(rows, [softmax(scale · x) for x in xs]): per vector x, each row averaged with
+    the weights softmax(scale · x). Attention is exactly this, with x a query's scores and the
+    rows the value vectors' columns.
+
+    Each output is ONE node whose children are x and the row: the softmax makes no nodes of
+    its own. With p = softmax(scale · x) and out = p · row, d out/d row_j = p_j and
+    d out/d x_j = scale · p_j (row_j - out). As in logsumexp, the largest x is subtracted first.
+    """
+    if not rows:
+        return [[] for _ in xs]
+    rows_are_values = bool(rows[0]) and isinstance(rows[0][0], Value)
+    row_datas = [_datas(row, 'softmax_matmul') for row in rows] if rows_are_values else rows
+    outs = []
+    for x in xs:
+        if len(x) != len(rows[0]):
+            raise ValueError(f'softmax_matmul: a row has {len(rows[0])} numbers but a vector '
+                             f'has {len(x)}')
+        x_is_value = isinstance(x[0], Value)
+        numbers = _datas(x, 'softmax_matmul') if x_is_value else x
+        top = max(numbers)
+        shifted = [math.exp(scale * (s - top)) for s in numbers]
+        total = sum(shifted)
+        p = [e / total for e in shifted]
+        averages = [sum(map(mul, p, row_data)) for row_data in row_datas]
+        if not (x_is_value or rows_are_values):
+            outs.append(averages)
+            continue
+        x_tuple, p_tuple = tuple(x), tuple(p)
+        out = []
+        for row, row_data, average in zip(rows, row_datas, averages):
+            children, local_grads = (), ()
+            if x_is_value:
+                children = x_tuple
+                local_grads = tuple([scale * pj * (rj - average) for pj, rj in zip(p, row_data)])
+            if rows_are_values:
+                children += tuple(row)
+                local_grads += p_tuple
+            out.append(Value(average, children, local_grads, 'softmax·'))
+        outs.append(out)
+    return outs
 
 
 def _datas(xs, who):

@@ -277,7 +277,7 @@ class BadInputTest(Folder):
 
     def test_divergence_keeps_the_last_checkpoint(self):
         before = self.snapshot(self.model)
-        result = run('train', '--data', self.data, '--checkpoint', self.model, '--lr', '1e12',
+        result = run('train', '--data', self.data, '--checkpoint', self.model, '--lr', '1e100',
                      '--steps', '200', '--workers', '1')
         self.assertEqual(result.returncode, 1)
         self.assertNotIn('Traceback', result.stderr)

@@ -4,6 +4,7 @@ import json
 import math
 import os
 import random
+import statistics
 import tempfile
 import unittest
 
@@ -310,7 +311,23 @@ class DiffusionTest(unittest.TestCase):
         self.assertTrue(positions)
         for i, t in enumerate(noisy):
             self.assertIn(t, (tokens[i], tok.MASK))
-        self.assertAlmostEqual(loss, math.log(tok.vocab_size - 1), places=12)
+        # the erased tokens' -log p added up (each log(V - 1) here), times log(1 / t_min)
+        self.assertAlmostEqual(loss, len(positions) * math.log(tok.vocab_size - 1)
+                               * math.log(1 / cfg.t_min), places=9)
+
+    def test_loss_estimates_the_nelbo_from_t_min_up(self):
+        # For a model that knows nothing, each erased token costs log(V - 1), so the NELBO's
+        # share from noise levels t_min..1 is the integral of 1/t · L·t · log(V - 1) dt:
+        # (1 - t_min) · L · log(V - 1). The loss, averaged over log-uniform t, must match it
+        # (to 2%: redrawing a mask that erased nothing adds a little).
+        cfg, tok = tiny()
+        uniform = UniformDenoiser(tok.vocab_size)
+        tokens = tok.encode('ava', cfg.block_size)
+        rng = random.Random(5)
+        losses = [md.diffusion_loss(uniform, None, cfg, tokens, t, tok.MASK, rng)
+                  for t in md.noise_levels(rng, cfg.t_min, 5000)]
+        share = (1 - cfg.t_min) * cfg.block_size * math.log(tok.vocab_size - 1)
+        self.assertAlmostEqual(statistics.fmean(losses) / share, 1.0, delta=0.02)
 
     def test_nelbo_of_a_model_that_knows_nothing(self):
         cfg, tok = tiny()
@@ -595,7 +612,7 @@ class TrainingTest(unittest.TestCase):
         self.assertEqual(md.as_floats(shared.params), md.as_floats(alone.params))
 
     def test_divergence_stops_and_leaves_the_checkpoint(self):
-        cfg, tok = smaller(steps=50, lr=1e6)
+        cfg, tok = smaller(steps=50, lr=1e100)
         with open(self.path, 'w') as f:
             f.write('an earlier checkpoint')
         with self.quiet(), self.assertRaisesRegex(md.Diverged, 'diverged at step .* untouched'):

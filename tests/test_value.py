@@ -3,7 +3,7 @@
 import math
 import unittest
 
-from value import (Tape, Value, datas, dot, exp, exps, log, logsumexp, matmul, relu,
+from value import (Tape, Value, datas, dot, exp, log, logsumexp, matmul, relu, softmax_matmul,
                    topological_order, vsum)
 
 
@@ -92,10 +92,6 @@ class OperationsTest(GradientCheck):
         self.assertEqual(datas(xs), [0.5, -1.0])
         self.assertEqual(datas([0.5, -1.0]), [0.5, -1.0])
         self.assertEqual(datas([]), [])
-        self.assertEqual([e.data for e in exps(xs)], [math.exp(0.5), math.exp(-1.0)])
-        self.assertEqual(exps([0.5, -1.0]), [math.exp(0.5), math.exp(-1.0)])
-        self.assertEqual(exps([]), [])
-        self.assert_gradients(lambda v: vsum(exps(v)), [[0.3, -2.0, 1.5]])
 
     def test_vsum_is_one_node(self):
         xs = [Value(x) for x in (1.0, -2.0, 0.5)]
@@ -151,6 +147,43 @@ class OperationsTest(GradientCheck):
         self.assert_gradients(lambda v: logsumexp(v), [[0.5, -1.0, 2.0], [-1e-3, 1e-3, 0.0]])
         self.assert_gradients(lambda v: logsumexp(v[:2]) - v[1] * v[2], [[30.0, 31.0, -2.0]])
 
+    def test_softmax_matmul(self):
+        rows = [[0.5, -1.0, 2.0], [1.5, 0.0, -0.3]]
+        xs = [[0.2, -0.7, 1.1], [3.0, 3.0, -2.0]]
+
+        def by_hand(scale):
+            outs = []
+            for x in xs:
+                weights = [math.exp(scale * s) for s in x]
+                p = [w / sum(weights) for w in weights]
+                outs.append([sum(pj * rj for pj, rj in zip(p, row)) for row in rows])
+            return outs
+        for scale in (1.0, 0.5):
+            expected = by_hand(scale)
+            floats = softmax_matmul(rows, xs, scale)
+            values = softmax_matmul([[Value(r) for r in row] for row in rows],
+                                    [[Value(s) for s in x] for x in xs], scale)
+            for want, got_floats, got_values in zip(expected, floats, values):
+                for w, f, v in zip(want, got_floats, got_values):
+                    self.assertAlmostEqual(f, w, places=12)
+                    self.assertEqual(v.data, f)
+                    self.assertEqual(len(v._children), 6)  # one node: the scores and the row
+        # no overflow: the largest score is taken out before exponentiating
+        self.assertAlmostEqual(softmax_matmul([[1.0, 0.0]], [[1000.0, 1000.0]])[0][0], 0.5)
+        self.assertEqual(softmax_matmul([], [[1.0]]), [[]])
+        self.assertEqual(softmax_matmul([[1.0]], []), [])
+
+        def f(v):  # two queries' scores (v[0:3], v[3:6]) mixing two rows (v[6:9], v[9:12])
+            outs = softmax_matmul([v[6:9], v[9:12]], [v[0:3], v[3:6]], 0.5)
+            return vsum([o * (i + 1.5) for out in outs for i, o in enumerate(out)])
+        self.assert_gradients(f, [[0.3, -1.2, 0.5, 2.0, -0.1, 0.01, 1.5, -0.7, 0.2, 0.0, 3.0,
+                                   -2.5]])
+        # constants on one side get no edges; the Values still get their gradients
+        self.assert_gradients(lambda v: softmax_matmul([[0.5, -1.0, 2.0]], [v])[0][0],
+                              [[0.3, -1.2, 0.5]])
+        self.assert_gradients(lambda v: softmax_matmul([v], [[0.3, -1.2, 0.5]])[0][0],
+                              [[0.5, -1.0, 2.0]])
+
 
 class MisuseTest(unittest.TestCase):
     """Mistakes a learner makes get an exception that says what went wrong."""
@@ -167,6 +200,10 @@ class MisuseTest(unittest.TestCase):
     def test_dot_of_unequal_lengths(self):
         with self.assertRaisesRegex(ValueError, 'same length'):
             dot([Value(1.0), Value(2.0)], [Value(1.0)])
+
+    def test_softmax_matmul_of_unequal_lengths(self):
+        with self.assertRaisesRegex(ValueError, 'a row has 2 numbers but a vector has 3'):
+            softmax_matmul([[Value(1.0), Value(2.0)]], [[Value(0.0)] * 3])
 
     def test_mixed_list(self):
         with self.assertRaisesRegex(TypeError, 'mixes Values and plain numbers'):
