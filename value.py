@@ -265,11 +265,9 @@ def logsumexp(xs):
     overflows; the result is the same number.
     """
     if not isinstance(xs[0], Value):
-        top = max(xs)
-        return top + math.log(sum([math.exp(x - top) for x in xs]))
-    numbers = _datas(xs, 'logsumexp')
-    top = max(numbers)
-    shifted = [math.exp(d - top) for d in numbers]
+        top, shifted = _shifted_exps(xs)
+        return top + math.log(sum(shifted))
+    top, shifted = _shifted_exps(_datas(xs, 'logsumexp'))
     total = sum(shifted)
     return Value(top + math.log(total), tuple(xs), tuple([e / total for e in shifted]), 'lse')
 
@@ -293,9 +291,7 @@ def softmax_matmul(rows, xs, scale=1.0):
             raise ValueError(f'softmax_matmul: a row has {len(rows[0])} numbers but a vector '
                              f'has {len(x)}')
         x_is_value = isinstance(x[0], Value)
-        numbers = _datas(x, 'softmax_matmul') if x_is_value else x
-        top = max(numbers)
-        shifted = [math.exp(scale * (s - top)) for s in numbers]
+        _, shifted = _shifted_exps(_datas(x, 'softmax_matmul') if x_is_value else x, scale)
         total = sum(shifted)
         p = [e / total for e in shifted]
         averages = [sum(map(mul, p, row_data)) for row_data in row_datas]
@@ -315,6 +311,13 @@ def softmax_matmul(rows, xs, scale=1.0):
             out.append(Value(average, children, local_grads, 'softmax·'))
         outs.append(out)
     return outs
+
+
+def _shifted_exps(numbers, scale=1.0):
+    """(top, [exp(scale · (x - top)) for x in numbers]) with top the largest number: the
+    exps of a softmax or a logsumexp, none of which can overflow."""
+    top = max(numbers)
+    return top, [math.exp(scale * (x - top)) for x in numbers]
 
 
 def _datas(xs, who):
