@@ -39,9 +39,10 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
+from itertools import compress
 from operator import add
 
-from value import (Tape, Value, datas, dot, logsumexp, matmul, relu, softmax_matmul,
+from value import (Tape, Value, dot, logsumexp, matmul, matmul_relu, relu, softmax_matmul,
                    topological_order, vsum)
 
 
@@ -64,7 +65,7 @@ class Config:
     t_min: float = 0.2      # lowest noise level trained on: below it most names lose 0-2 letters
     #                         and teach little (MDLM trains all of (0, 1]; at 7K weights, focus)
     # --- training ---
-    steps: int = 2700       # optimiser steps
+    steps: int = 3200       # optimiser steps
     batch_size: int = 2     # names per step, their gradients averaged
     lr: float = 0.01        # Adam's peak learning rate; it decays linearly to 0 at the last step
     warmup: int = 0         # steps of linear warm-up to the peak
@@ -245,15 +246,14 @@ def rmsnorm(x):
 
 
 def attention(params, prefix, xs, queries, n_head):
-    """Multi-head self-attention, bidirectional: each query position reads ALL positions.
-
-    xs: one normalised vector per position. Returns the projected output for each query.
-    """
+    """x + multi-head self-attention of rmsnorm(x), for each query position. Bidirectional:
+    each query reads ALL positions."""
+    normed = [rmsnorm(x) for x in xs]
     head_dim = len(xs[0]) // n_head
     scale = 1 / math.sqrt(head_dim)
-    qs = matmul(params[prefix + 'attn_wq'], [xs[i] for i in queries])
-    ks = matmul(params[prefix + 'attn_wk'], xs)
-    vs = matmul(params[prefix + 'attn_wv'], xs)
+    qs = matmul(params[prefix + 'attn_wq'], [normed[i] for i in queries])
+    ks = matmul(params[prefix + 'attn_wk'], normed)
+    vs = matmul(params[prefix + 'attn_wv'], normed)
     heads = [[] for _ in queries]  # per query, its heads' outputs side by side
     for h in range(n_head):
         dims = slice(h * head_dim, (h + 1) * head_dim)
@@ -263,22 +263,22 @@ def attention(params, prefix, xs, queries, n_head):
         # softmax(scores / sqrt(head_dim)) · values, each output one node (see value.py)
         for out, mixed in zip(heads, softmax_matmul(value_columns, scores, scale)):
             out += mixed
-    return matmul(params[prefix + 'attn_wo'], heads)
+    return matmul(params[prefix + 'attn_wo'], heads, [xs[i] for i in queries])
 
 
 def mlp(params, prefix, xs):
-    """Per position: n_embd -> 4·n_embd -> ReLU -> n_embd.
+    """x + MLP of rmsnorm(x), per position: n_embd -> 4·n_embd -> ReLU -> n_embd.
 
     ReLU zeroes the negative hidden units, and a zero adds nothing to fc2's output and passes
-    no gradient back; so fc2 reads only the positive units, as they are (ReLU leaves them
-    unchanged). The same numbers with fewer nodes: measured 6% off a training step.
+    no gradient back. So matmul_relu makes no nodes for them, and fc2 reads only the positive
+    units, as they are (ReLU leaves them unchanged): the same numbers with fewer nodes.
     """
     fc2 = params[prefix + 'mlp_fc2']
     outs = []
-    for hidden in matmul(params[prefix + 'mlp_fc1'], xs):
-        live = [j for j, h in enumerate(datas(hidden)) if h > 0]
-        live_fc2 = [[row[j] for j in live] for row in fc2]
-        outs.append(matmul(live_fc2, [[hidden[j] for j in live]])[0])
+    hiddens = matmul_relu(params[prefix + 'mlp_fc1'], [rmsnorm(x) for x in xs])
+    for x, (alive, live) in zip(xs, hiddens):
+        live_fc2 = [list(compress(row, alive)) for row in fc2]
+        outs.append(matmul(live_fc2, [live], [x])[0])
     return outs
 
 
@@ -291,9 +291,8 @@ def transformer(params, cfg, tokens, positions):
         prefix = f'layer{layer}.'
         # The last layer's outputs only feed logits, so it computes them only where asked.
         queries = positions if layer == cfg.n_layer - 1 else range(len(tokens))
-        attended = attention(params, prefix, [rmsnorm(x) for x in xs], queries, cfg.n_head)
-        xs = [add_vectors(xs[i], a) for i, a in zip(queries, attended)]
-        xs = [add_vectors(x, m) for x, m in zip(xs, mlp(params, prefix, [rmsnorm(x) for x in xs]))]
+        xs = attention(params, prefix, xs, queries, cfg.n_head)  # each block adds to its input
+        xs = mlp(params, prefix, xs)
     return matmul(wte, xs)  # weight tying: the logit of token v is x · wte[v]
 
 
@@ -543,15 +542,16 @@ class Adam:
         self.t = 0  # steps taken, for the bias correction
 
     def step(self, grads, lr):
-        b1, b2 = self.beta1, self.beta2
+        b1, b2, eps, sqrt = self.beta1, self.beta2, self.eps, math.sqrt  # locals: 25% faster
+        c1, c2 = 1 - b1, 1 - b2
         self.t += 1
-        self.m = [b1 * m + (1 - b1) * g for m, g in zip(self.m, grads)]
-        self.v = [b2 * v + (1 - b2) * g * g for v, g in zip(self.v, grads)]
+        self.m = [b1 * m + c1 * g for m, g in zip(self.m, grads)]
+        self.v = [b2 * v + c2 * g * g for v, g in zip(self.v, grads)]
         # lr · m̂ / (sqrt(v̂) + eps), with m̂ = m / (1 - b1^t) and v̂ = v / (1 - b2^t)
         lr_m = lr / (1 - b1 ** self.t)
-        root_v = math.sqrt(1 / (1 - b2 ** self.t))
+        root_v = sqrt(1 / (1 - b2 ** self.t))
         for p, m, v in zip(self.values, self.m, self.v):
-            p.data -= lr_m * m / (math.sqrt(v) * root_v + self.eps)
+            p.data -= lr_m * m / (sqrt(v) * root_v + eps)
 
 
 def learning_rate(cfg, step):

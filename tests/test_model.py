@@ -243,16 +243,19 @@ class ModelTest(unittest.TestCase):
         self.assertEqual(model.denoise(md.as_floats(model.params), cfg, tokens, [6])[0], without[1])
 
     def test_mlp_skipping_dead_units_changes_nothing(self):
-        """The speed measure in mlp(): fc2 reads only the units ReLU left positive. Check it
-        against the textbook form, fc2 · relu(fc1 · x), for values and gradients."""
+        """The speed measures in mlp(): no nodes for the units ReLU zeroes, fc2 reads only the
+        positive ones, and the residual + is made inside fc2's nodes. Check it against the
+        textbook form, x + fc2 · relu(fc1 · rmsnorm(x)), for values and gradients."""
         cfg, tok = tiny()
         model = md.Model.new(cfg, tok)
         rng = random.Random(0)
         xs = [[Value(rng.gauss(0, 1)) for _ in range(cfg.n_embd)] for _ in range(5)]
         fast = md.mlp(model.params, 'layer0.', xs)
-        hiddens = md.matmul(model.params['layer0.mlp_fc1'], xs)
+        hiddens = md.matmul(model.params['layer0.mlp_fc1'], [md.rmsnorm(x) for x in xs])
         relus = [[h.relu() for h in hidden] for hidden in hiddens]
-        plain = md.matmul(model.params['layer0.mlp_fc2'], relus)
+        self.assertTrue(any(h.data == 0 for hidden in relus for h in hidden))  # some are dead
+        plain = [md.add_vectors(x, out)
+                 for x, out in zip(xs, md.matmul(model.params['layer0.mlp_fc2'], relus))]
         self.assertEqual([[v.data for v in out] for out in fast],
                          [[v.data for v in out] for out in plain])
         values = md.flatten(model.params) + [x for vector in xs for x in vector]

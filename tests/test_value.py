@@ -3,8 +3,8 @@
 import math
 import unittest
 
-from value import (Tape, Value, datas, dot, exp, log, logsumexp, matmul, relu, softmax_matmul,
-                   topological_order, vsum)
+from value import (Tape, Value, datas, dot, exp, log, logsumexp, matmul, matmul_relu, relu,
+                   softmax_matmul, topological_order, vsum)
 
 
 def central_difference(f, xs, i, h=1e-6):
@@ -135,6 +135,55 @@ class OperationsTest(GradientCheck):
             return vsum([o * o for out in outs for o in out])
         self.assert_gradients(f, [[0.3, -1.2, 0.5, 2.0, -0.1, 0.01, 1.5, -0.7, 0.2]], rel=1e-4)
 
+    def test_matmul_with_a_residual(self):
+        rows = [[0.5, -1.0, 2.0], [1.5, 0.0, -0.3]]
+        xs = [[0.2, -0.7, 1.1], [3.0, 3.0, -2.0]]
+        adds = [[10.0, -20.0], [0.25, 0.5]]
+        expected = [[a + sum(r * x for r, x in zip(row, x)) for row, a in zip(rows, add)]
+                    for x, add in zip(xs, adds)]
+        floats = matmul(rows, xs, adds)
+        values = matmul([[Value(r) for r in row] for row in rows],
+                        [[Value(x) for x in x] for x in xs],
+                        [[Value(a) for a in add] for add in adds])
+        for want, got_floats, got_values in zip(expected, floats, values):
+            for w, f, v in zip(want, got_floats, got_values):
+                self.assertAlmostEqual(f, w, places=12)
+                self.assertEqual(v.data, f)
+                self.assertEqual(len(v._children), 7)  # one node: the row, the x and the add
+        # plain numbers to add, or constants on one side: the same numbers
+        as_values = [[Value(r) for r in row] for row in rows]
+        self.assertEqual([[o.data for o in out] for out in matmul(as_values, xs, adds)], floats)
+        self.assertEqual([[o.data for o in out]
+                          for out in matmul(as_values, [[Value(x) for x in x] for x in xs], adds)],
+                         floats)
+        self.assertEqual(matmul([[], []], [[], []], adds), adds)  # empty dots add nothing
+
+        def f(v):  # x + W·h for two vectors: W is v[0:4], h v[4:6] and v[6:8], x v[8:12]
+            outs = matmul([v[0:2], v[2:4]], [v[4:6], v[6:8]], [v[8:10], v[10:12]])
+            return vsum([o * o * (i + 1) for out in outs for i, o in enumerate(out)])
+        self.assert_gradients(f, [[0.3, -1.2, 0.5, 2.0, -0.1, 0.01, 1.5, -0.7, 0.2, 0.0, 3.0,
+                                   -2.5]], rel=1e-4)
+
+    def test_matmul_relu(self):
+        rows = [[0.5, -1.0, 2.0], [1.5, 0.0, -0.3], [-1.0, 0.2, 0.1]]
+        xs = [[0.2, -0.7, 1.1], [3.0, 3.0, -2.0]]
+        plain = [[max(o, 0.0) for o in out] for out in matmul(rows, xs)]
+        value_rows = [[Value(r) for r in row] for row in rows]
+        value_xs = [[Value(x) for x in x] for x in xs]
+        for result in (matmul_relu(rows, xs), matmul_relu(value_rows, value_xs),
+                       matmul_relu(value_rows, xs)):
+            for (alive, live), want in zip(result, plain):
+                self.assertEqual(alive, [w > 0 for w in want])
+                self.assertEqual(datas(live), [w for w in want if w > 0])
+        self.assertEqual(matmul_relu(rows, xs)[1][0], [False, True, False])  # two units are dead
+        _, live = matmul_relu(value_rows, value_xs)[0]
+        self.assertEqual([len(v._children) for v in live], [6])  # one node: the live unit
+
+        def f(v):  # relu(W·x) for two vectors, W is v[0:6], the xs v[6:8] and v[8:10]
+            results = matmul_relu([v[0:2], v[2:4], v[4:6]], [v[6:8], v[8:10]])
+            return vsum([o * (i + 2) for _, live in results for i, o in enumerate(live)])
+        self.assert_gradients(f, [[0.3, -1.2, 0.5, 2.0, -0.1, 0.01, 1.5, -0.7, 0.2, 0.9]])
+
     def test_logsumexp(self):
         xs = [0.5, -1.0, 2.0]
         expected = math.log(sum(math.exp(x) for x in xs))
@@ -200,6 +249,14 @@ class MisuseTest(unittest.TestCase):
     def test_dot_of_unequal_lengths(self):
         with self.assertRaisesRegex(ValueError, 'same length'):
             dot([Value(1.0), Value(2.0)], [Value(1.0)])
+
+    def test_matmul_of_unequal_lengths(self):
+        with self.assertRaisesRegex(ValueError, 'a row has 2 numbers but a vector has 3'):
+            matmul([[Value(1.0), Value(2.0)]], [[Value(0.0)] * 3])
+        with self.assertRaisesRegex(ValueError, 'a row has 2 numbers but a vector has 3'):
+            matmul_relu([[Value(1.0), Value(2.0)]], [[Value(0.0)] * 3])
+        with self.assertRaisesRegex(ValueError, 'adds needs one vector per x'):
+            matmul([[Value(1.0)]], [[Value(2.0)]], [[Value(1.0), Value(2.0)]])
 
     def test_softmax_matmul_of_unequal_lengths(self):
         with self.assertRaisesRegex(ValueError, 'a row has 2 numbers but a vector has 3'):
