@@ -65,7 +65,7 @@ class Config:
     t_min: float = 0.2      # lowest noise level trained on: below it most names lose 0-2 letters
     #                         and teach little (MDLM trains all of (0, 1]; at 7K weights, focus)
     # --- training ---
-    steps: int = 3200       # optimiser steps
+    steps: int = 3000       # optimiser steps
     batch_size: int = 2     # names per step, their gradients averaged
     lr: float = 0.01        # Adam's peak learning rate; it decays linearly to 0 at the last step
     warmup: int = 0         # steps of linear warm-up to the peak
