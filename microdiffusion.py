@@ -39,7 +39,6 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
-from itertools import compress
 from operator import add
 
 from value import (Tape, Value, dot, logsumexp, matmul, matmul_relu, relu, softmax_matmul,
@@ -277,7 +276,7 @@ def mlp(params, prefix, xs):
     outs = []
     hiddens = matmul_relu(params[prefix + 'mlp_fc1'], [rmsnorm(x) for x in xs])
     for x, (alive, live) in zip(xs, hiddens):
-        live_fc2 = [list(compress(row, alive)) for row in fc2]
+        live_fc2 = [[row[j] for j in alive] for row in fc2]
         outs.append(matmul(live_fc2, [live], [x])[0])
     return outs
 

@@ -22,7 +22,6 @@ they were made (see Tape).
 """
 
 import math
-from itertools import compress
 from operator import mul
 
 _recording = None  # the Tape a `with Tape()` block is filling, if any
@@ -278,8 +277,8 @@ def matmul(rows, xs, adds=None):
 
 
 def matmul_relu(rows, xs):
-    """relu(rows · x) for each x, as (alive, live): alive[i] says whether output i is positive,
-    and live holds the positive outputs, in order.
+    """relu(rows · x) for each x, as (alive, live): alive lists the outputs that are positive
+    (their indices), and live holds them, in that order.
 
     The zeros are left out altogether: they would carry nothing forward and no gradient back,
     so no node is made for them (a trained MLP has about half its units at zero). A live
@@ -289,8 +288,8 @@ def matmul_relu(rows, xs):
             and isinstance(xs[0][0], Value)):
         results = []
         for out in matmul(rows, xs):
-            alive = [o > 0 for o in datas(out)]
-            results.append((alive, list(compress(out, alive))))
+            alive = [i for i, o in enumerate(datas(out)) if o > 0]
+            results.append((alive, [out[i] for i in alive]))
         return results
     row_tuples = [tuple(row) for row in rows]
     row_datas = [tuple(_datas(row, 'matmul_relu')) for row in rows]
@@ -302,9 +301,9 @@ def matmul_relu(rows, xs):
         x_tuple = tuple(x)
         x_data = tuple(_datas(x, 'matmul_relu'))
         sums = [sum(map(mul, row_data, x_data)) for row_data in row_datas]
-        results.append(([s > 0 for s in sums],
-                        [Value(s, row + x_tuple, x_data + row_data, 'dot')
-                         for s, row, row_data in zip(sums, row_tuples, row_datas) if s > 0]))
+        alive = [i for i, s in enumerate(sums) if s > 0]
+        results.append((alive, [Value(sums[i], row_tuples[i] + x_tuple, x_data + row_datas[i],
+                                      'dot') for i in alive]))
     return results
 
 
