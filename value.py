@@ -284,7 +284,7 @@ def matmul_relu(rows, xs):
     so no node is made for them (a trained MLP has about half its units at zero). A live
     output is its dot node itself, as relu leaves a positive number as it is.
     """
-    if not (rows and xs and rows[0] and isinstance(rows[0][0], Value)
+    if not (rows and xs and rows[0] and xs[0] and isinstance(rows[0][0], Value)
             and isinstance(xs[0][0], Value)):
         results = []
         for out in matmul(rows, xs):

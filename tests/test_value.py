@@ -176,6 +176,7 @@ class OperationsTest(GradientCheck):
                 self.assertEqual(alive, [i for i, w in enumerate(want) if w > 0])
                 self.assertEqual(datas(live), [w for w in want if w > 0])
         self.assertEqual(matmul_relu(rows, xs)[1][0], [1])  # units 0 and 2 are dead
+        self.assertEqual(matmul_relu([[], []], [[], []]), [([], []), ([], [])])  # empty dots: 0
         _, live = matmul_relu(value_rows, value_xs)[0]
         self.assertEqual([len(v._children) for v in live], [6])  # one node: the live unit
 
