@@ -256,12 +256,10 @@ def matmul(rows, xs, adds=None):
             outs = [[sum(map(mul, row, x)) for row in rows] for x in xs]
         return [out if add is None else [a + o for a, o in zip(add, out)]
                 for out, add in zip(outs, adds)]
-    row_tuples = [tuple(row) for row in rows]
-    row_datas = [tuple(_datas(row, 'matmul')) for row in rows]
+    row_tuples, row_datas = _rows(rows, 'matmul')
     outs = []
     for x, add in zip(xs, adds):
-        if len(x) != len(rows[0]):
-            raise ValueError(f'matmul: a row has {len(rows[0])} numbers but a vector has {len(x)}')
+        _check_length(x, rows, 'matmul')
         x_tuple = tuple(x)
         x_data = tuple(_datas(x, 'matmul'))
         if add is not None and not isinstance(add[0], Value):
@@ -291,13 +289,10 @@ def matmul_relu(rows, xs):
             alive = [i for i, o in enumerate(datas(out)) if o > 0]
             results.append((alive, [out[i] for i in alive]))
         return results
-    row_tuples = [tuple(row) for row in rows]
-    row_datas = [tuple(_datas(row, 'matmul_relu')) for row in rows]
+    row_tuples, row_datas = _rows(rows, 'matmul_relu')
     results = []
     for x in xs:
-        if len(x) != len(rows[0]):
-            raise ValueError(f'matmul_relu: a row has {len(rows[0])} numbers but a vector has '
-                             f'{len(x)}')
+        _check_length(x, rows, 'matmul_relu')
         x_tuple = tuple(x)
         x_data = tuple(_datas(x, 'matmul_relu'))
         sums = [sum(map(mul, row_data, x_data)) for row_data in row_datas]
@@ -336,9 +331,7 @@ def softmax_matmul(rows, xs, scale=1.0):
     row_datas = [_datas(row, 'softmax_matmul') for row in rows] if rows_are_values else rows
     outs = []
     for x in xs:
-        if len(x) != len(rows[0]):
-            raise ValueError(f'softmax_matmul: a row has {len(rows[0])} numbers but a vector '
-                             f'has {len(x)}')
+        _check_length(x, rows, 'softmax_matmul')
         x_is_value = isinstance(x[0], Value)
         _, shifted = _shifted_exps(_datas(x, 'softmax_matmul') if x_is_value else x, scale)
         total = sum(shifted)
@@ -367,6 +360,17 @@ def _shifted_exps(numbers, scale=1.0):
     exps of a softmax or a logsumexp, none of which can overflow."""
     top = max(numbers)
     return top, [math.exp(scale * (x - top)) for x in numbers]
+
+
+def _rows(rows, who):
+    """A matrix of Values as (its rows as tuples, their numbers as tuples), read once for all
+    the vectors it multiplies."""
+    return [tuple(row) for row in rows], [tuple(_datas(row, who)) for row in rows]
+
+
+def _check_length(x, rows, who):
+    if len(x) != len(rows[0]):
+        raise ValueError(f'{who}: a row has {len(rows[0])} numbers but a vector has {len(x)}')
 
 
 def _datas(xs, who):
