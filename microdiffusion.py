@@ -1123,10 +1123,6 @@ def build_parser():
     workers = dict(type=at_least(1), default=available_cpus(),
                    help='processes to use (default: every CPU; results do not depend on it)')
 
-    train_workers = dict(type=at_least(1), default=None,
-                         help='processes to use (default: every CPU, or one under PyPy, where '
-                              'that is faster; results do not depend on it)')
-
     train = commands.add_parser('train', help='train a model and save a checkpoint')
     train.add_argument('--data', default=DEFAULT_DATA, help='names, one per line (names.txt)')
     train.add_argument('--steps', type=at_least(1), help=f'optimiser steps ({Config.steps})')
@@ -1139,7 +1135,9 @@ def build_parser():
     train.add_argument('--resume', action='store_true',
                        help='continue the run saved in --checkpoint, exactly where it stopped')
     train.add_argument('--denoiser', choices=sorted(DENOISERS), help='transformer (default) or mlp')
-    train.add_argument('--workers', **train_workers)
+    train.add_argument('--workers', type=at_least(1), default=training_processes(),
+                       help='processes to use (default: every CPU, or one under PyPy, where '
+                            'that is faster; results do not depend on it)')
 
     sample = commands.add_parser('sample', help='print new names from a checkpoint')
     sample.add_argument('--checkpoint', default=DEFAULT_CHECKPOINT)
@@ -1216,7 +1214,7 @@ def run_train(args):
         if getattr(args, flag) is not None:
             setattr(cfg, field, getattr(args, flag))
     names = load_names(args.data, cfg.block_size)
-    train_new(cfg, names, args.checkpoint, args.workers or training_processes())
+    train_new(cfg, names, args.checkpoint, args.workers)
     print(f'saved {args.checkpoint}', file=sys.stderr)
     return 0
 
@@ -1251,7 +1249,7 @@ def resume(args):
                         f'--steps with a larger total to continue')
     check_writable(args.checkpoint)
     print(f'resuming {args.checkpoint} at step {state["step"]} of {cfg.steps}', file=sys.stderr)
-    with Workers(min(args.workers or training_processes(), cfg.batch_size)) as workers:
+    with Workers(min(args.workers, cfg.batch_size)) as workers:
         train(model, train_names, held_out, state['data_fingerprint'], args.checkpoint,
               workers, state)
     print(f'saved {args.checkpoint}', file=sys.stderr)
