@@ -38,7 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from operator import add
 
 from value import (Tape, Value, dot, logsumexp, matmul, matmul_relu, relu, softmax_matmul,
@@ -75,11 +75,6 @@ class Config:
     val_size: int = 1000    # names held out of training, to measure what was not memorised
     val_every: int = 500    # steps between validation estimates on the progress line
     val_names: int = 200    # held-out names per estimate (eval uses them all)
-    # --- sampling ---
-    temp_start: float = 1.0  # sampling temperature at t = 1: while nothing is known, the model's
-    #                          own odds, and re-masking at random (see draw)
-    temp_end: float = 0.8    # at t = 0, a little cooler: surer letters, surer picks. Measured
-    #                          over 1,000 names: colder ends make names short and common
 
 
 MODEL_FIELDS = ('n_embd', 'n_head', 'n_layer', 'block_size', 'denoiser', 'mlp_hidden')
@@ -425,7 +420,12 @@ def reverse_step(denoise, params, cfg, seq, candidates, keep_masked, temperature
 class Sampling:
     """How to run the reverse process (the defaults: every position free, 64 steps)."""
     steps: int = 64               # reverse steps along the cosine schedule (>= 16 decide)
-    temperature: float = 1.0      # scales the annealed temperature: 1 keeps T_start -> T_end
+    temp_start: float = 1.0       # temperature at t = 1: while nothing is known, the model's
+    #                               own odds, and re-masking at random (see draw)
+    temp_end: float = 0.8         # at t = 0, a little cooler: surer letters, surer picks.
+    #                               Measured over 1,000 names: colder ends make names short
+    #                               and common
+    temperature: float = 1.0      # scales both: 1 keeps temp_start -> temp_end
     remask: str = 'confidence'    # which guesses go back under MASK: 'confidence' or 'random'
     template: list = None         # starting tokens (MASK where free); None: all MASK
     candidates: list = None       # per position, the token ids it may become; None: all but MASK
@@ -447,7 +447,7 @@ def sample_tokens(denoise, params, cfg, tok, rng, how, trace=None):
         if counts[i - 1] == counts[i]:
             continue
         t = noise_at(i, how.steps)
-        T = how.temperature * (cfg.temp_end + (cfg.temp_start - cfg.temp_end) * t)
+        T = how.temperature * (how.temp_end + (how.temp_start - how.temp_end) * t)
         seq = reverse_step(denoise, params, cfg, seq, candidates, counts[i - 1], T, how.remask,
                            tok.MASK, rng)
         if trace is not None:
@@ -974,8 +974,13 @@ def check_training_state(training, n_params, bad):
     if not isinstance(training, dict) or not isinstance(training.get('settings'), dict):
         raise bad('"training" must hold the run\'s "settings"')
     settings, defaults = training['settings'], asdict(Config())
-    if set(settings) != set(defaults):
-        raise bad(f'"training" settings must be exactly {", ".join(sorted(defaults))}')
+    missing = sorted(set(defaults) - set(settings))
+    if missing:
+        raise bad(f'"training" settings lack {", ".join(missing)}')
+    # Settings an older version recorded that no longer shape training (the sampling
+    # temperatures, now chosen when sampling) are dropped: the run continues the same.
+    training['settings'] = {name: settings[name] for name in defaults}
+    settings = training['settings']
     for name, default in defaults.items():
         value = settings[name]
         fits = type(value) is type(default) or (type(default) is float and type(value) is int)
@@ -1147,10 +1152,10 @@ def build_parser():
                         help=f'reverse steps ({Sampling.steps})')
     sample.add_argument('--pattern',
                         help="fixed letters, '_' to fill, a final '*': e.g. m_r__, ka*")
-    sample.add_argument('--temp-start', type=positive_number, default=Config.temp_start,
-                        help=f'temperature at t = 1, the first step ({Config.temp_start})')
-    sample.add_argument('--temp-end', type=positive_number, default=Config.temp_end,
-                        help=f'temperature at t = 0, the last step ({Config.temp_end})')
+    sample.add_argument('--temp-start', type=positive_number, default=Sampling.temp_start,
+                        help=f'temperature at t = 1, the first step ({Sampling.temp_start})')
+    sample.add_argument('--temp-end', type=positive_number, default=Sampling.temp_end,
+                        help=f'temperature at t = 0, the last step ({Sampling.temp_end})')
     sample.add_argument('--temperature', type=positive_number, default=1.0,
                         help='scales both: 0.5 halves every step\'s temperature (1)')
     sample.add_argument('--remask', choices=('confidence', 'random'), default='confidence')
@@ -1258,8 +1263,8 @@ def resume(args):
 
 def run_sample(args):
     model, _ = load_checkpoint(args.checkpoint)
-    model.cfg = replace(model.cfg, temp_start=args.temp_start, temp_end=args.temp_end)
-    how = Sampling(steps=args.steps, temperature=args.temperature, remask=args.remask)
+    how = Sampling(steps=args.steps, temp_start=args.temp_start, temp_end=args.temp_end,
+                   temperature=args.temperature, remask=args.remask)
     if args.pattern is not None:
         how.template, how.candidates = parse_pattern(args.pattern, model.tok, model.cfg.block_size)
     if args.stats:  # read the data first: a bad file should fail before the sampling

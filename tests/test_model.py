@@ -1,5 +1,6 @@
 """The model and the diffusion around it: data, denoisers, loss, sampler, checkpoints, training."""
 
+import dataclasses
 import json
 import math
 import os
@@ -384,7 +385,7 @@ class SamplerTest(unittest.TestCase):
             self.assertEqual([entry[0] for entry in trace], decisive)
             for i, t, T, tokens in trace:
                 self.assertEqual(tokens.count(tok.MASK), counts[i - 1])
-                self.assertAlmostEqual(T, cfg.temp_end + (cfg.temp_start - cfg.temp_end) * t)
+                self.assertAlmostEqual(T, how.temp_end + (how.temp_start - how.temp_end) * t)
             self.assertEqual(len(calls), len(decisive))
             self.assertEqual(calls, [counts[i] for i in decisive])
             self.assertNotIn(tok.MASK, seq)
@@ -606,6 +607,28 @@ class TrainingTest(unittest.TestCase):
         self.assertEqual(md.as_floats(resumed.params), md.as_floats(straight.params))
         _, final = md.load_checkpoint(self.path)
         self.assertEqual(final['step'], 12)
+
+    def test_an_older_checkpoint_resumes_and_a_short_one_is_refused(self):
+        cfg, tok = smaller(steps=6, batch_size=2)
+        with self.quiet():
+            straight = self.run_training(cfg, tok)
+            self.run_training(cfg, tok, stop_after=3)
+        with open(self.path) as f:
+            doc = json.load(f)
+        doc['training']['settings'].update(temp_start=1.2, temp_end=0.3)  # older versions had these
+        with open(self.path, 'w') as f:
+            json.dump(doc, f)
+        resumed, state = md.load_checkpoint(self.path)
+        self.assertEqual(set(state['settings']), set(dataclasses.asdict(cfg)))
+        resumed.cfg = md.Config(**state['settings'])
+        with self.quiet():
+            self.run_training(resumed.cfg, tok, state=state, model=resumed)
+        self.assertEqual(md.as_floats(resumed.params), md.as_floats(straight.params))
+        del doc['training']['settings']['lr']
+        with open(self.path, 'w') as f:
+            json.dump(doc, f)
+        with self.assertRaisesRegex(md.UserError, 'settings lack lr'):
+            md.load_checkpoint(self.path)
 
     def test_workers_do_not_change_the_result(self):
         cfg, tok = smaller(steps=3, batch_size=3)
