@@ -64,9 +64,9 @@ class Config:
     t_min: float = 0.2      # lowest noise level trained on: below it most names lose 0-2 letters
     #                         and teach little (MDLM trains all of (0, 1]; at 7K weights, focus)
     # --- training ---
-    steps: int = 3000       # optimiser steps
-    batch_size: int = 2     # names per step, their gradients averaged
-    lr: float = 0.01        # Adam's peak learning rate; it decays linearly to 0 at the last step
+    steps: int = 2500       # optimiser steps
+    batch_size: int = 4     # names per step, their gradients averaged: 2 per process on 2 CPUs
+    lr: float = 0.014       # Adam's peak learning rate; it decays linearly to 0 at the last step
     warmup: int = 0         # steps of linear warm-up to the peak
     beta1: float = 0.85     # Adam's gradient average forgets in ~1/(1-0.85) = 7 steps
     beta2: float = 0.95     # and its squared-gradient average in ~20 steps
