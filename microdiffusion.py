@@ -1347,12 +1347,13 @@ def run_forward(args):
 def run_bench(args):
     """Figures for the current configuration, on this machine, in one process."""
     names = load_names(DEFAULT_DATA, Config.block_size)
-    if os.path.exists(args.checkpoint):  # a step costs more once ReLUs come alive: use real weights
+    # A step's cost depends on the weights (how many ReLU units are alive): time trained ones.
+    if os.path.exists(args.checkpoint):
         model, _ = load_checkpoint(args.checkpoint)
         weights = f'the weights in {args.checkpoint}'
     else:
         model = Model.new(Config(), Tokenizer.from_names(names))
-        weights = 'freshly initialised weights (train first: trained steps cost ~20% more)'
+        weights = 'freshly initialised weights (train first: trained ones cost differently)'
     cfg, tok = model.cfg, model.tok
     check_vocabulary(names, tok, DEFAULT_DATA)
     values = flatten(model.params)
