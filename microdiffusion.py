@@ -1156,7 +1156,7 @@ def build_parser():
                         help=f'temperature at t = 1, the first step ({Sampling.temp_start})')
     sample.add_argument('--temp-end', type=positive_number, default=Sampling.temp_end,
                         help=f'temperature at t = 0, the last step ({Sampling.temp_end})')
-    sample.add_argument('--temperature', type=positive_number, default=1.0,
+    sample.add_argument('--temperature', type=positive_number, default=Sampling.temperature,
                         help='scales both: 0.5 halves every step\'s temperature (1)')
     sample.add_argument('--remask', choices=('confidence', 'random'), default='confidence')
     sample.add_argument('--trace', action='store_true', help='show each reverse step (stderr)')
