@@ -971,6 +971,8 @@ def is_number(x):
 
 
 def check_training_state(training, n_params, bad):
+    """Raise bad(...) unless `training` is a state --resume can continue from; its settings
+    are left holding exactly Config's fields."""
     if not isinstance(training, dict) or not isinstance(training.get('settings'), dict):
         raise bad('"training" must hold the run\'s "settings"')
     settings, defaults = training['settings'], asdict(Config())
