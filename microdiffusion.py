@@ -1116,9 +1116,9 @@ def available_cpus():
 
 def training_processes():
     """How many processes train by default: every CPU, but one under PyPy. There a pool of two
-    measured slower than one process (600 steps of 2: 27.9 s against 18.8 s; 150 steps of 16:
-    31.9 s against 27.8 s), most likely because every step's weights and gradients cross
-    between processes through pickle, which is much slower on PyPy (not verified further)."""
+    measured slower than one process (600 steps of 4: 20.4 s against 13.5 s), most likely
+    because every step's weights and gradients cross between processes through pickle, which
+    is much slower on PyPy (not verified further)."""
     return 1 if sys.implementation.name == 'pypy' else available_cpus()
 
 
