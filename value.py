@@ -1,24 +1,17 @@
 """A scalar autograd engine: every number the model computes with is a Value.
 
 A Value holds one float, `data`. When it is computed from other Values (its children) it
-also keeps, for each child, the local derivative d(data)/d(child.data), worked out at the
-moment the operation runs. `backward()` then applies the chain rule from a result back to
-every Value it depends on, filling in `grad` = d(result)/d(this Value):
+also keeps, for each child, the local derivative d(data)/d(child.data), worked out when the
+operation runs. `backward()` applies the chain rule from a result back to every Value it
+depends on, filling in `grad` = d(result)/d(this Value):
 
     child.grad += local_derivative * node.grad      for every edge, outputs before inputs
 
-Besides the operators (+ - * / ** and unary -) and exp, log and relu, n-ary helpers build
-ONE node however many inputs they take, which keeps graphs small and fast: vsum (a sum), dot
-(a dot product; matmul, many of them, each optionally plus one more number; matmul_relu,
-with nodes only for the outputs ReLU keeps), logsumexp (log of a sum of exps, whose local
-derivatives are the softmax) and softmax_matmul (softmax-weighted averages: attention).
-
-The helpers also accept plain floats, and then return plain floats with no graph at all. So
-one definition of a model runs on Values (to train it) and on floats (to sample from it).
-
-backward() needs the graph's nodes in an order that puts every node before its children. It
-finds one by searching the graph, or, faster, reads it off a Tape that recorded the nodes as
-they were made (see Tape).
+The file has three parts: the core (Value, its operations, backward), the Tape (a faster
+way to order the graph for backward), and, after a banner, n-ary operations that give the
+same numbers as their textbook compositions with far fewer nodes. Those also accept plain
+floats and then build no graph, so one definition of a model both trains (on Values) and
+samples (on floats).
 """
 
 import math
@@ -83,8 +76,7 @@ class Value:
     def relu(self):
         if self.data > 0:
             return Value(self.data, (self,), (1.0,), 'relu')
-        # At or below zero relu is the constant 0, derivative 0: an edge would carry nothing.
-        return Value(0.0, (), (), 'relu')
+        return Value(0.0, (), (), 'relu')  # flat at and below 0: derivative 0, no edge
 
     # --- derived operations, built from the primitives ---------------------------------------
 
@@ -101,13 +93,11 @@ class Value:
     def backward(self, tape=None):
         """Set .grad of every Value this one depends on to d(self)/d(that Value).
 
-        Leaves (Values made by hand, such as parameters, with no children) ACCUMULATE: a
-        second backward, from this or another result, adds to their .grad, which is how a
-        batch sums its gradients. Set leaf grads back to 0 between steps (the optimiser
-        does). Intermediate Values get this pass's gradient afresh each time.
-
-        With a tape that recorded this Value being made, the nodes are taken from it in
-        reverse; without one, topological_order searches the graph for them.
+        Leaves (Values with no children, such as parameters) ACCUMULATE: a second backward
+        adds to their .grad, which is how a batch sums its gradients. Set them back to 0
+        between steps. Intermediate Values get this pass's gradient afresh each time.
+        The order (every node before its children) comes from `tape` if given, else from a
+        search of the graph.
         """
         if not isinstance(self.data, (int, float)):
             raise TypeError('backward() starts from a single number, but this Value holds '
@@ -123,14 +113,41 @@ class Value:
                     child.grad += local_grad * g
 
 
+def topological_order(root):
+    """The Values with children that root depends on, each before all of its children.
+
+    Depth-first search with an explicit stack, so a graph a million nodes deep needs no
+    recursion. Leaves are never pushed: they only receive gradient, in any order.
+    """
+    postorder = []  # a node is appended once all of its children have been
+    seen = {root}
+    stack = [(root, iter(root._children))]
+    while stack:
+        node, children = stack[-1]
+        for child in children:
+            if child._children and child not in seen:
+                seen.add(child)
+                stack.append((child, iter(child._children)))
+                break
+        else:  # every child is done
+            stack.pop()
+            postorder.append(node)
+    if not root._children:
+        postorder.pop()  # a leaf root gets its 1.0 but needs no place in the order
+    postorder.reverse()
+    return postorder
+
+
+# ---------------------------------------------------------------------------------------------
+# The Tape: the graph's order recorded as it is built
+# ---------------------------------------------------------------------------------------------
+
 class Tape(list):
     """The Values made from others inside a `with Tape() as tape:` block, in the order made.
 
-    A Value is always made after its children, so a tape read backwards lists every node
-    before its children: the order backward() needs, for free. The search that finds it
-    without a tape visits every edge of the graph, a fifth of a training step (measured).
-    The price is one rule: everything the result depends on must be made inside the block.
-    A Value made outside it counts as a leaf there, and its gradient goes no further.
+    A Value is always made after its children, so the tape read backwards lists every node
+    before its children: backward's order without the search (a fifth of a training step).
+    One rule: a Value made outside the block counts as a leaf, and its gradient goes no further.
     """
 
     def __enter__(self):
@@ -156,40 +173,13 @@ class Tape(list):
                          'call backward() without the tape')
 
 
-def topological_order(root):
-    """The Values with children that root depends on, each before all of its children.
-
-    Found by depth-first search with an explicit stack, so a graph a million nodes deep
-    needs no recursion. Leaves are never pushed: they only receive gradient, in any order.
-    """
-    postorder = []  # a node is appended once all of its children have been
-    seen = {root}
-    stack = [(root, iter(root._children))]
-    while stack:
-        node, children = stack[-1]
-        for child in children:
-            if child._children and child not in seen:
-                seen.add(child)
-                stack.append((child, iter(child._children)))
-                break
-        else:  # every child is done
-            stack.pop()
-            postorder.append(node)
-    if not root._children:
-        postorder.pop()  # a leaf root gets its 1.0 but needs no place in the order
-    postorder.reverse()
-    return postorder
-
-
-# --- helpers that work on Values and on plain floats alike -----------------------------------
-
-# A list is all Values or all plain numbers, so a list helper checks its first item only.
-# Checking every number on its own (exp(x) and x.data, one at a time) cost sampling 4%.
-
-def datas(xs):
-    """The numbers in a list: each Value's .data, or the list itself if it holds plain numbers."""
-    return _datas(xs, 'datas') if xs and isinstance(xs[0], Value) else xs
-
+# ---------------------------------------------------------------------------------------------
+# Fast n-ary operations. They exist for speed: each gives the same numbers (and gradients) as
+# its textbook composition of the primitives above, tested against it, in ONE node per result
+# instead of a chain of them. Each takes Values (and builds the graph) or plain floats (and
+# returns floats). A list is all Values or all floats, so only its first item is checked:
+# checking every number cost sampling 4%.
+# ---------------------------------------------------------------------------------------------
 
 def exp(x):
     return x.exp() if isinstance(x, Value) else math.exp(x)
@@ -209,15 +199,12 @@ def vsum(xs):
     """x0 + x1 + ... as one node; d/dxi = 1."""
     if not xs or not isinstance(xs[0], Value):
         return float(sum(xs))
-    numbers = _datas(xs, 'vsum')
-    return Value(sum(numbers), tuple(xs), (1.0,) * len(xs), 'sum')
+    return Value(sum(_datas(xs, 'vsum')), tuple(xs), (1.0,) * len(xs), 'sum')
 
 
 def dot(ws, xs):
-    """w0*x0 + w1*x1 + ... as one node; d/dwi = xi and d/dxi = wi.
-
-    Either list may be plain numbers (constants), which then get no edges.
-    """
+    """w0*x0 + w1*x1 + ... as one node; d/dwi = xi, d/dxi = wi. Either list may be floats
+    (constants), which then get no edges."""
     if len(ws) != len(xs):
         raise ValueError(f'dot needs two lists of the same length, got {len(ws)} and {len(xs)}')
     w_is_value = bool(ws) and isinstance(ws[0], Value)
@@ -235,79 +222,79 @@ def dot(ws, xs):
 
 
 def matmul(rows, xs, adds=None):
-    """[[dot(row, x) for row in rows] for x in xs]: the matrix `rows` times each vector in xs.
-    With adds (one vector per x), each result is add + rows·x instead: a residual connection,
-    made in the same nodes, each with the add as one more child (derivative 1).
+    """The matrix `rows` times each vector in xs: [[dot(row, x) for row in rows] for x in xs].
+    With adds (one vector per x), each result is add + rows·x: a residual connection, made in
+    the same nodes (the add is one more child, derivative 1).
 
-    The same numbers as dot nodes (and + nodes), built faster: each row's and each vector's
-    numbers are read once, not once per pair (measured: 40% off the model's forward pass),
-    and the residual's + costs no nodes of its own.
+    A vector may hold plain 0.0s among its Values (relu_matmul's dead units): they add
+    nothing, so they get no edges, and neither do the weights they meet. Each row's numbers
+    are read once for all the vectors (40% off the forward pass).
     """
     if adds is None:
         adds = [None] * len(xs)
     elif len(adds) != len(xs) or any(len(add) != len(rows) for add in adds):
         raise ValueError('matmul: adds needs one vector per x, each as long as rows')
-    if not (rows and xs and rows[0] and xs[0]):  # nothing to multiply: every dot is 0
+    if not (rows and xs and rows[0]):  # nothing to multiply: every dot is 0
         return [[0.0] * len(rows) if add is None else add[:] for add in adds]
-    if not (isinstance(rows[0][0], Value) and isinstance(xs[0][0], Value)):
-        if isinstance(rows[0][0], Value) or isinstance(xs[0][0], Value):  # constants on one side
-            outs = [[dot(row, x) for row in rows] for x in xs]
-        else:
-            outs = [[sum(map(mul, row, x)) for row in rows] for x in xs]
+    if not isinstance(rows[0][0], Value):  # constant weights (sampling): plain sums
+        outs = [[sum(map(mul, row, x)) for row in rows] for x in xs]
         return [out if add is None else [a + o for a, o in zip(add, out)]
                 for out, add in zip(outs, adds)]
     row_tuples, row_datas = _rows(rows, 'matmul')
     outs = []
     for x, add in zip(xs, adds):
         _check_length(x, rows, 'matmul')
-        x_tuple = tuple(x)
-        x_data = tuple(_datas(x, 'matmul'))
-        if add is not None and not isinstance(add[0], Value):
-            add = [Value(a) for a in add]  # constants: leaves whose gradient nobody reads
+        live = [j for j, xj in enumerate(x) if isinstance(xj, Value)]
+        if not live and any(x):  # a constant vector: edges to the weights only
+            out = [dot(row, x) for row in rows]
+            outs.append(out if add is None else [a + o for a, o in zip(add, out)])
+            continue
+        if len(live) < len(x) and any(xj != 0 for xj in x if not isinstance(xj, Value)):
+            raise TypeError('matmul: a vector mixes Values and plain numbers other than 0')
+        if not live:  # every unit dead: rows · x is 0, and x + 0 is x itself
+            outs.append([0.0] * len(rows) if add is None else list(add))
+            continue
+        if len(live) == len(x):
+            x_tuple, x_data, rs, rds = tuple(x), tuple(_datas(x, 'matmul')), row_tuples, row_datas
+        else:  # only the live units' columns take part
+            x_tuple = tuple([x[j] for j in live])
+            x_data = tuple([xj.data for xj in x_tuple])
+            rs = [tuple([row[j] for j in live]) for row in row_tuples]
+            rds = [tuple([rd[j] for j in live]) for rd in row_datas]
         if add is None:
-            outs.append([Value(sum(map(mul, row_data, x_data)), row + x_tuple, x_data + row_data,
-                               'dot') for row, row_data in zip(row_tuples, row_datas)])
+            outs.append([Value(sum(map(mul, rd, x_data)), r + x_tuple, x_data + rd, 'dot')
+                         for r, rd in zip(rs, rds)])
         else:
-            outs.append([Value(a.data + sum(map(mul, row_data, x_data)), row + x_tuple + (a,),
-                               x_data + row_data + (1.0,), '+dot')
-                         for row, row_data, a in zip(row_tuples, row_datas, add)])
+            if not isinstance(add[0], Value):
+                add = [Value(a) for a in add]  # constants: leaves whose gradient nobody reads
+            outs.append([Value(a.data + sum(map(mul, rd, x_data)), r + x_tuple + (a,),
+                               x_data + rd + (1.0,), '+dot') for r, rd, a in zip(rs, rds, add)])
     return outs
 
 
-def matmul_relu(rows, xs):
-    """relu(rows · x) for each x, as (alive, live): alive lists the outputs that are positive
-    (their indices), and live holds them, in that order.
-
-    The zeros are left out altogether: they would carry nothing forward and no gradient back,
-    so no node is made for them (a trained MLP has about half its units at zero). A live
-    output is its dot node itself, as relu leaves a positive number as it is.
-    """
-    if not (rows and xs and rows[0] and xs[0] and isinstance(rows[0][0], Value)
+def relu_matmul(rows, xs):
+    """[[relu(dot(row, x)) for row in rows] for x in xs], where a unit at or below 0 is the
+    plain number 0.0 and gets no node: it would carry nothing forward and no gradient back
+    (about half the units of a trained MLP). A live unit is its dot node itself, since relu
+    leaves a positive number as it is."""
+    if not (rows and xs and rows[0] and isinstance(rows[0][0], Value)
             and isinstance(xs[0][0], Value)):
-        results = []
-        for out in matmul(rows, xs):
-            alive = [i for i, o in enumerate(datas(out)) if o > 0]
-            results.append((alive, [out[i] for i in alive]))
-        return results
-    row_tuples, row_datas = _rows(rows, 'matmul_relu')
+        return [[o if o > 0 else 0.0 for o in out] for out in matmul(rows, xs)]
+    row_tuples, row_datas = _rows(rows, 'relu_matmul')
     results = []
     for x in xs:
-        _check_length(x, rows, 'matmul_relu')
+        _check_length(x, rows, 'relu_matmul')
         x_tuple = tuple(x)
-        x_data = tuple(_datas(x, 'matmul_relu'))
-        sums = [sum(map(mul, row_data, x_data)) for row_data in row_datas]
-        alive = [i for i, s in enumerate(sums) if s > 0]
-        results.append((alive, [Value(sums[i], row_tuples[i] + x_tuple, x_data + row_datas[i],
-                                      'dot') for i in alive]))
+        x_data = tuple(_datas(x, 'relu_matmul'))
+        sums = [sum(map(mul, rd, x_data)) for rd in row_datas]
+        results.append([Value(s, r + x_tuple, x_data + rd, 'relu·') if s > 0 else 0.0
+                        for s, r, rd in zip(sums, row_tuples, row_datas)])
     return results
 
 
 def logsumexp(xs):
-    """log(exp(x0) + exp(x1) + ...) as one node; d/dxi = softmax(xs)_i.
-
-    The largest x is subtracted before exponentiating and added back after, so no exp
-    overflows; the result is the same number.
-    """
+    """log(exp(x0) + exp(x1) + ...) as one node; d/dxi = softmax(xs)_i. The largest x is
+    taken out before exponentiating and added back after, so no exp overflows."""
     if not isinstance(xs[0], Value):
         top, shifted = _shifted_exps(xs)
         return top + math.log(sum(shifted))
@@ -316,39 +303,41 @@ def logsumexp(xs):
     return Value(top + math.log(total), tuple(xs), tuple([e / total for e in shifted]), 'lse')
 
 
-def softmax_matmul(rows, xs, scale=1.0):
-    """matmul(rows, [softmax(scale · x) for x in xs]): per vector x, each row averaged with
-    the weights softmax(scale · x). Attention is exactly this, with x a query's scores and the
-    rows the value vectors' columns.
+def softmax_average(scores, vectors, scale=1.0):
+    """For each list s in scores: Σ_j softmax(scale · s)_j · vectors[j], the vectors averaged
+    with softmax weights. This is attention's output, with s a query's scores q·k.
 
-    Each output is ONE node whose children are x and the row: the softmax makes no nodes of
-    its own. With p = softmax(scale · x) and out = p · row, d out/d row_j = p_j and
-    d out/d x_j = scale · p_j (row_j - out). As in logsumexp, the largest x is subtracted first.
+    Each output number is ONE node whose children are s and the vectors' numbers: the
+    softmax makes no nodes of its own. With p = softmax(scale · s) and out = Σ_j p_j v_j,
+    d out/d v_j = p_j and d out/d s_j = scale · p_j · (v_j - out).
     """
-    if not rows:
-        return [[] for _ in xs]
-    rows_are_values = bool(rows[0]) and isinstance(rows[0][0], Value)
-    row_datas = [_datas(row, 'softmax_matmul') for row in rows] if rows_are_values else rows
+    if not vectors:
+        return [[] for _ in scores]
+    columns = [list(c) for c in zip(*vectors)]  # one list per output number, over positions
+    columns_are_values = bool(columns) and isinstance(columns[0][0], Value)
+    column_datas = ([_datas(c, 'softmax_average') for c in columns] if columns_are_values
+                    else columns)
     outs = []
-    for x in xs:
-        _check_length(x, rows, 'softmax_matmul')
-        x_is_value = isinstance(x[0], Value)
-        _, shifted = _shifted_exps(_datas(x, 'softmax_matmul') if x_is_value else x, scale)
+    for s in scores:
+        if len(s) != len(vectors):
+            raise ValueError(f'softmax_average: {len(s)} scores for {len(vectors)} vectors')
+        s_is_value = isinstance(s[0], Value)
+        _, shifted = _shifted_exps(_datas(s, 'softmax_average') if s_is_value else s, scale)
         total = sum(shifted)
         p = [e / total for e in shifted]
-        averages = [sum(map(mul, p, row_data)) for row_data in row_datas]
-        if not (x_is_value or rows_are_values):
+        averages = [sum(map(mul, p, cd)) for cd in column_datas]
+        if not (s_is_value or columns_are_values):
             outs.append(averages)
             continue
-        x_tuple, p_tuple = tuple(x), tuple(p)
+        s_tuple, p_tuple = tuple(s), tuple(p)
         out = []
-        for row, row_data, average in zip(rows, row_datas, averages):
+        for column, cd, average in zip(columns, column_datas, averages):
             children, local_grads = (), ()
-            if x_is_value:
-                children = x_tuple
-                local_grads = tuple([scale * pj * (rj - average) for pj, rj in zip(p, row_data)])
-            if rows_are_values:
-                children += tuple(row)
+            if s_is_value:
+                children = s_tuple
+                local_grads = tuple([scale * pj * (vj - average) for pj, vj in zip(p, cd)])
+            if columns_are_values:
+                children += tuple(column)
                 local_grads += p_tuple
             out.append(Value(average, children, local_grads, 'softmax·'))
         outs.append(out)
@@ -356,15 +345,13 @@ def softmax_matmul(rows, xs, scale=1.0):
 
 
 def _shifted_exps(numbers, scale=1.0):
-    """(top, [exp(scale · (x - top)) for x in numbers]) with top the largest number: the
-    exps of a softmax or a logsumexp, none of which can overflow."""
+    """(top, [exp(scale · (x - top)) for x in numbers]), top the largest: no exp overflows."""
     top = max(numbers)
     return top, [math.exp(scale * (x - top)) for x in numbers]
 
 
 def _rows(rows, who):
-    """A matrix of Values as (its rows as tuples, their numbers as tuples), read once for all
-    the vectors it multiplies."""
+    """A matrix of Values as (its rows as tuples, their numbers as tuples), read once."""
     return [tuple(row) for row in rows], [tuple(_datas(row, who)) for row in rows]
 
 
