@@ -943,7 +943,7 @@ def say(text):
 LIMITS = {'n_embd': (int, 1, 1024), 'n_head': (int, 1, 1024), 'n_layer': (int, 1, 64),
           'block_size': (int, 1, 1024), 'denoiser': tuple(DENOISERS),
           'mlp_hidden': (int, 1, 65536), 'init_std': (float, 0, 10), 't_min': (float, 0, 1),
-          'steps': (int, 1, 10**9), 'batch_size': (int, 1, 10**6), 'lr': (float, 0, 10),
+          'steps': (int, 1, 10**9), 'batch_size': (int, 1, 10**6), 'lr': (float, 0, 1e300),
           'warmup': (int, 0, 10**9), 'beta1': (float, 0, 1), 'beta2': (float, 0, 1),
           'adam_eps': (float, 0, 1), 'seed': (int, -2**63, 2**63), 'val_size': (int, 0, 10**6),
           'val_every': (int, 1, 10**9), 'val_names': (int, 0, 10**6)}

@@ -279,7 +279,7 @@ def relu_matmul(rows, xs):
     leaves a positive number as it is."""
     if not (rows and xs and rows[0] and isinstance(rows[0][0], Value)
             and isinstance(xs[0][0], Value)):
-        return [[o if o > 0 else 0.0 for o in out] for out in matmul(rows, xs)]
+        return [[o if _data(o) > 0 else 0.0 for o in out] for out in matmul(rows, xs)]
     row_tuples, row_datas = _rows(rows, 'relu_matmul')
     results = []
     for x in xs:
@@ -358,6 +358,10 @@ def _rows(rows, who):
 def _check_length(x, rows, who):
     if len(x) != len(rows[0]):
         raise ValueError(f'{who}: a row has {len(rows[0])} numbers but a vector has {len(x)}')
+
+
+def _data(x):
+    return x.data if isinstance(x, Value) else x
 
 
 def _datas(xs, who):

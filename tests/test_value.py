@@ -3,8 +3,8 @@
 import math
 import unittest
 
-from value import (Tape, Value, datas, dot, exp, log, logsumexp, matmul, matmul_relu, relu,
-                   softmax_matmul, topological_order, vsum)
+from value import (Tape, Value, dot, exp, log, logsumexp, matmul, relu, relu_matmul,
+                   softmax_average, topological_order, vsum)
 
 
 def central_difference(f, xs, i, h=1e-6):
@@ -87,12 +87,6 @@ class OperationsTest(GradientCheck):
             self.assertIsInstance(as_float, float)
             self.assertEqual(as_value.data, as_float)
 
-    def test_list_helpers_take_values_or_floats(self):
-        xs = [Value(0.5), Value(-1.0)]
-        self.assertEqual(datas(xs), [0.5, -1.0])
-        self.assertEqual(datas([0.5, -1.0]), [0.5, -1.0])
-        self.assertEqual(datas([]), [])
-
     def test_vsum_is_one_node(self):
         xs = [Value(x) for x in (1.0, -2.0, 0.5)]
         total = vsum(xs)
@@ -164,25 +158,47 @@ class OperationsTest(GradientCheck):
         self.assert_gradients(f, [[0.3, -1.2, 0.5, 2.0, -0.1, 0.01, 1.5, -0.7, 0.2, 0.0, 3.0,
                                    -2.5]], rel=1e-4)
 
-    def test_matmul_relu(self):
+    def test_relu_matmul(self):
         rows = [[0.5, -1.0, 2.0], [1.5, 0.0, -0.3], [-1.0, 0.2, 0.1]]
         xs = [[0.2, -0.7, 1.1], [3.0, 3.0, -2.0]]
         plain = [[max(o, 0.0) for o in out] for out in matmul(rows, xs)]
         value_rows = [[Value(r) for r in row] for row in rows]
         value_xs = [[Value(x) for x in x] for x in xs]
-        for result in (matmul_relu(rows, xs), matmul_relu(value_rows, value_xs),
-                       matmul_relu(value_rows, xs)):
-            for (alive, live), want in zip(result, plain):
-                self.assertEqual(alive, [i for i, w in enumerate(want) if w > 0])
-                self.assertEqual(datas(live), [w for w in want if w > 0])
-        self.assertEqual(matmul_relu(rows, xs)[1][0], [1])  # units 0 and 2 are dead
-        self.assertEqual(matmul_relu([[], []], [[], []]), [([], []), ([], [])])  # empty dots: 0
-        _, live = matmul_relu(value_rows, value_xs)[0]
-        self.assertEqual([len(v._children) for v in live], [6])  # one node: the live unit
+        for result in (relu_matmul(rows, xs), relu_matmul(value_rows, value_xs),
+                       relu_matmul(value_rows, xs)):
+            for out, want in zip(result, plain):
+                self.assertEqual([o.data if isinstance(o, Value) else o for o in out], want)
+        dead_and_live = relu_matmul(value_rows, value_xs)[1]  # units 0 and 2 are dead
+        self.assertEqual([type(o) for o in dead_and_live], [float, Value, float])
+        self.assertEqual(len(dead_and_live[1]._children), 6)  # one node: the live unit
+        self.assertEqual(relu_matmul([[], []], [[], []]), [[0.0, 0.0], [0.0, 0.0]])
 
         def f(v):  # relu(W·x) for two vectors, W is v[0:6], the xs v[6:8] and v[8:10]
-            results = matmul_relu([v[0:2], v[2:4], v[4:6]], [v[6:8], v[8:10]])
-            return vsum([o * (i + 2) for _, live in results for i, o in enumerate(live)])
+            results = relu_matmul([v[0:2], v[2:4], v[4:6]], [v[6:8], v[8:10]])
+            return vsum([o * (i + 2) for out in results for i, o in enumerate(out)
+                         if isinstance(o, Value)])
+        self.assert_gradients(f, [[0.3, -1.2, 0.5, 2.0, -0.1, 0.01, 1.5, -0.7, 0.2, 0.9]])
+
+    def test_matmul_of_a_vector_with_dead_units(self):
+        # relu_matmul's zeros take no part: the same numbers as the full product, fewer edges
+        rows = [[Value(w) for w in row] for row in [[0.5, -1.0, 2.0], [1.5, 0.3, -0.3]]]
+        live = Value(0.7)
+        for x, edges in (([0.0, live, 0.0], 2), ([live, live, live], 6)):
+            outs = matmul(rows, [x], [[Value(1.0), Value(-2.0)]])[0]
+            data = [float(v) if not isinstance(v, Value) else v.data for v in x]
+            for out, row in zip(outs, rows):
+                self.assertAlmostEqual(out.data, [1.0, -2.0][rows.index(row)]
+                                       + sum(w.data * d for w, d in zip(row, data)), places=12)
+                self.assertEqual(len(out._children), edges + 1)
+        everything_dead = matmul(rows, [[0.0, 0.0, 0.0]], [[Value(1.0), Value(-2.0)]])[0]
+        self.assertEqual([v.data for v in everything_dead], [1.0, -2.0])  # x + 0 is x
+        with self.assertRaisesRegex(TypeError, 'other than 0'):
+            matmul(rows, [[0.5, live, 0.0]])
+
+        def f(v):  # W · (0, v[6], 0, v[7]) with W = v[0:6] as two rows of... four columns
+            w = [[v[0], v[1], v[2], v[3]], [v[4], v[5], v[0], v[1]]]
+            out = matmul(w, [[0.0, v[6], 0.0, v[7]]], [[v[8], v[9]]])[0]
+            return out[0] * out[1]
         self.assert_gradients(f, [[0.3, -1.2, 0.5, 2.0, -0.1, 0.01, 1.5, -0.7, 0.2, 0.9]])
 
     def test_logsumexp(self):
@@ -197,41 +213,43 @@ class OperationsTest(GradientCheck):
         self.assert_gradients(lambda v: logsumexp(v), [[0.5, -1.0, 2.0], [-1e-3, 1e-3, 0.0]])
         self.assert_gradients(lambda v: logsumexp(v[:2]) - v[1] * v[2], [[30.0, 31.0, -2.0]])
 
-    def test_softmax_matmul(self):
-        rows = [[0.5, -1.0, 2.0], [1.5, 0.0, -0.3]]
-        xs = [[0.2, -0.7, 1.1], [3.0, 3.0, -2.0]]
+    def test_softmax_average(self):
+        vectors = [[0.5, 1.5], [-1.0, 0.0], [2.0, -0.3]]  # one per position
+        scores = [[0.2, -0.7, 1.1], [3.0, 3.0, -2.0]]     # one list per query
 
-        def by_hand(scale):
+        def by_hand(scale):  # softmax, then the weighted sum, from primitives
             outs = []
-            for x in xs:
-                weights = [math.exp(scale * s) for s in x]
-                p = [w / sum(weights) for w in weights]
-                outs.append([sum(pj * rj for pj, rj in zip(p, row)) for row in rows])
+            for s in scores:
+                weights = [Value(scale * x).exp() for x in s]
+                total = vsum(weights)
+                p = [w / total for w in weights]
+                outs.append([vsum([pj * v[d] for pj, v in zip(p, vectors)]).data
+                             for d in range(2)])
             return outs
         for scale in (1.0, 0.5):
             expected = by_hand(scale)
-            floats = softmax_matmul(rows, xs, scale)
-            values = softmax_matmul([[Value(r) for r in row] for row in rows],
-                                    [[Value(s) for s in x] for x in xs], scale)
+            floats = softmax_average(scores, vectors, scale)
+            values = softmax_average([[Value(x) for x in s] for s in scores],
+                                     [[Value(x) for x in v] for v in vectors], scale)
             for want, got_floats, got_values in zip(expected, floats, values):
                 for w, f, v in zip(want, got_floats, got_values):
                     self.assertAlmostEqual(f, w, places=12)
                     self.assertEqual(v.data, f)
-                    self.assertEqual(len(v._children), 6)  # one node: the scores and the row
+                    self.assertEqual(len(v._children), 6)  # one node: the scores and a column
         # no overflow: the largest score is taken out before exponentiating
-        self.assertAlmostEqual(softmax_matmul([[1.0, 0.0]], [[1000.0, 1000.0]])[0][0], 0.5)
-        self.assertEqual(softmax_matmul([], [[1.0]]), [[]])
-        self.assertEqual(softmax_matmul([[1.0]], []), [])
+        self.assertAlmostEqual(softmax_average([[1000.0, 1000.0]], [[1.0], [0.0]])[0][0], 0.5)
+        self.assertEqual(softmax_average([[1.0]], []), [[]])
+        self.assertEqual(softmax_average([], [[1.0]]), [])
 
-        def f(v):  # two queries' scores (v[0:3], v[3:6]) mixing two rows (v[6:9], v[9:12])
-            outs = softmax_matmul([v[6:9], v[9:12]], [v[0:3], v[3:6]], 0.5)
+        def f(v):  # two queries' scores (v[0:3], v[3:6]) averaging three 2-vectors (v[6:12])
+            outs = softmax_average([v[0:3], v[3:6]], [v[6:8], v[8:10], v[10:12]], 0.5)
             return vsum([o * (i + 1.5) for out in outs for i, o in enumerate(out)])
         self.assert_gradients(f, [[0.3, -1.2, 0.5, 2.0, -0.1, 0.01, 1.5, -0.7, 0.2, 0.0, 3.0,
                                    -2.5]])
         # constants on one side get no edges; the Values still get their gradients
-        self.assert_gradients(lambda v: softmax_matmul([[0.5, -1.0, 2.0]], [v])[0][0],
+        self.assert_gradients(lambda v: softmax_average([v], [[0.5], [-1.0], [2.0]])[0][0],
                               [[0.3, -1.2, 0.5]])
-        self.assert_gradients(lambda v: softmax_matmul([v], [[0.3, -1.2, 0.5]])[0][0],
+        self.assert_gradients(lambda v: softmax_average([[0.3, -1.2, 0.5]], [[x] for x in v])[0][0],
                               [[0.5, -1.0, 2.0]])
 
 
@@ -255,13 +273,13 @@ class MisuseTest(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, 'a row has 2 numbers but a vector has 3'):
             matmul([[Value(1.0), Value(2.0)]], [[Value(0.0)] * 3])
         with self.assertRaisesRegex(ValueError, 'a row has 2 numbers but a vector has 3'):
-            matmul_relu([[Value(1.0), Value(2.0)]], [[Value(0.0)] * 3])
+            relu_matmul([[Value(1.0), Value(2.0)]], [[Value(0.0)] * 3])
         with self.assertRaisesRegex(ValueError, 'adds needs one vector per x'):
             matmul([[Value(1.0)]], [[Value(2.0)]], [[Value(1.0), Value(2.0)]])
 
-    def test_softmax_matmul_of_unequal_lengths(self):
-        with self.assertRaisesRegex(ValueError, 'a row has 2 numbers but a vector has 3'):
-            softmax_matmul([[Value(1.0), Value(2.0)]], [[Value(0.0)] * 3])
+    def test_softmax_average_of_unequal_lengths(self):
+        with self.assertRaisesRegex(ValueError, '3 scores for 2 vectors'):
+            softmax_average([[Value(0.0)] * 3], [[Value(1.0)], [Value(2.0)]])
 
     def test_mixed_list(self):
         with self.assertRaisesRegex(TypeError, 'mixes Values and plain numbers'):
