@@ -66,9 +66,7 @@ class Config:
     val_names: int = 200    # held-out names per estimate (eval uses them all)
 
 
-# ---------------------------------------------------------------------------------------------
-# Tokenizer: a name is block_size tokens, its characters then PAD
-# ---------------------------------------------------------------------------------------------
+# --- Tokenizer: a name is block_size tokens, its characters then PAD -------------------------
 
 class Tokenizer:
     """Characters <-> token ids: the data's sorted characters, then MASK, then PAD."""
@@ -96,9 +94,7 @@ class Tokenizer:
         return ''.join([self.chars[t] for t in tokens[:end]])
 
 
-# ---------------------------------------------------------------------------------------------
-# Parameters: named matrices of Values, stored [out][in], no biases
-# ---------------------------------------------------------------------------------------------
+# --- Parameters: named matrices of Values, stored [out][in], no biases -----------------------
 
 def transformer_shapes(cfg, vocab_size):
     """The transformer's weight matrices, name -> (rows, columns).
@@ -137,9 +133,7 @@ def as_floats(params):
     return {name: [[p.data for p in row] for row in rows] for name, rows in params.items()}
 
 
-# ---------------------------------------------------------------------------------------------
-# The denoiser: tokens in, logits out at the positions asked about
-# ---------------------------------------------------------------------------------------------
+# --- The denoiser: tokens in, logits out at the positions asked about ------------------------
 # Every function here works on Values (training: it builds the graph backward() needs) and on
 # plain floats (sampling and evaluation: no graph, several times faster). A vector is a list of
 # n_embd numbers; `xs` holds one vector per position.
@@ -226,9 +220,7 @@ class Model:
         return Model(self.cfg, self.tok, as_floats(self.params), self.denoiser)
 
 
-# ---------------------------------------------------------------------------------------------
-# The forward process and the loss
-# ---------------------------------------------------------------------------------------------
+# --- The forward process and the loss --------------------------------------------------------
 
 def noise_levels(rng, t_min, n):
     """n noise levels t, each log-uniform on [t_min, 1]: as likely in [0.2, 0.45] as in [0.45, 1].
@@ -273,9 +265,7 @@ def diffusion_loss(model, tokens, t, rng):
     return vsum(nlls) * math.log(1 / model.cfg.t_min)
 
 
-# ---------------------------------------------------------------------------------------------
-# The reverse process: the sampler
-# ---------------------------------------------------------------------------------------------
+# --- The reverse process: the sampler --------------------------------------------------------
 
 @dataclass
 class Sampling:
@@ -370,9 +360,7 @@ def sample_tokens(model, rng, how, trace=None):
     return seq
 
 
-# ---------------------------------------------------------------------------------------------
-# The ELBO: how well the model explains a name, in nats
-# ---------------------------------------------------------------------------------------------
+# --- The ELBO: how well the model explains a name, in nats -----------------------------------
 
 def nelbo(model, tokens, rng):
     """An unbiased estimate of one name's negative ELBO, an upper bound on -log p(name).
@@ -404,9 +392,7 @@ def erased_nll(model, tokens, erased):
     return sum([token_nll(lg, tokens[i], mask_id) for i, lg in zip(erased, logits)])
 
 
-# ---------------------------------------------------------------------------------------------
-# Adam
-# ---------------------------------------------------------------------------------------------
+# --- Adam ------------------------------------------------------------------------------------
 
 class Adam:
     """Adam (Kingma & Ba, 2015): each parameter's step is its gradient's running average (m)
@@ -439,9 +425,7 @@ def learning_rate(cfg, step):
     return cfg.lr * (1 - (step - cfg.warmup) / (cfg.steps - cfg.warmup))
 
 
-# ---------------------------------------------------------------------------------------------
-# Training and sampling
-# ---------------------------------------------------------------------------------------------
+# --- Training and sampling -------------------------------------------------------------------
 
 class Batches:
     """The training names, step by step: each epoch a fresh shuffle seeded by (seed, epoch),
@@ -525,8 +509,8 @@ def sample(model, num=20, seed=0, how=None):
 
 
 # =============================================================================================
-# Part 2: the lab around it. Processes, progress, checkpoints, reports, the command line.
-# Nothing above depends on anything below.
+# Part 2: the lab around it: processes, progress, checkpoints, reports, the command line.
+# Nothing in Part 1 depends on it.
 # =============================================================================================
 
 import argparse
@@ -543,33 +527,59 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 from value import topological_order
 
+DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'names.txt')
+DEFAULT_CHECKPOINT = 'model.json'
 MODEL_FIELDS = ('n_embd', 'n_head', 'n_layer', 'block_size', 'denoiser', 'mlp_hidden')
-MAX_PARAMS = 2_000_000  # a bigger model would take gigabytes of Values, and days to train
+MAX_PARAMS = 2_000_000  # a bigger model needs gigabytes of Values, and days to train
+
+# What every setting may be, on the command line and in a checkpoint alike: (int, low, high)
+# inclusive, (float, low, high) strictly between, or the words allowed.
+LIMITS = {'n_embd': (int, 1, 1024), 'n_head': (int, 1, 1024), 'n_layer': (int, 1, 64),
+          'block_size': (int, 1, 1024), 'denoiser': tuple(DENOISERS),
+          'mlp_hidden': (int, 1, 65536), 'init_std': (float, 0, 10), 't_min': (float, 0, 1),
+          'steps': (int, 1, 10**9), 'batch_size': (int, 1, 10**6), 'lr': (float, 0, 1e300),
+          'warmup': (int, 0, 10**9), 'beta1': (float, 0, 1), 'beta2': (float, 0, 1),
+          'adam_eps': (float, 0, 1), 'seed': (int, -2**63, 2**63), 'val_size': (int, 0, 10**6),
+          'val_every': (int, 1, 10**9), 'val_names': (int, 0, 10**6)}
+SAMPLING_LIMITS = {'steps': (int, 1, 10**6), 'temp_start': (float, 0, 100),
+                   'temp_end': (float, 0, 100), 'temperature': (float, 0, 100),
+                   'remask': ('confidence', 'random')}
+
+
+def fits(value, rule):
+    if isinstance(rule[0], str):
+        return value in rule
+    kind, low, high = rule
+    if kind is int:
+        return type(value) is int and low <= value <= high
+    return type(value) in (int, float) and math.isfinite(value) and low < value < high
 
 
 class UserError(Exception):
     """Something the user can fix (a path, a file, a flag): reported in one line, no traceback."""
 
 
-class Diverged(Exception):
-    """The loss or a gradient stopped being a finite number."""
-
-
 class Interrupted(Exception):
-    """Ctrl-C, SIGTERM or SIGHUP arrived; args[0] is the signal's number."""
+    """A signal stopped training: args are (signal number, the step saved)."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------
+def say(text):
+    """A line on stderr, which may have gone away (a closed pipe): then nothing is said."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+# --- Data ------------------------------------------------------------------------------------
 
 def load_names(path, block_size=None):
-    """The names in a UTF-8 text file, one per line (\\n, \\r\\n or a lone \\r), stripped; blank
-    lines are skipped, and a byte-order mark is never part of a name."""
+    """The names in a UTF-8 file, one per line (\\n, \\r\\n or a lone \\r), stripped; blank lines
+    are skipped and a byte-order mark is never part of a name."""
     try:
         with open(path, 'rb') as f:
             raw = f.read()
@@ -584,8 +594,7 @@ def load_names(path, block_size=None):
         try:
             name = line.decode('utf-8').replace('\ufeff', '').strip()
         except UnicodeDecodeError:
-            raise UserError(f'{path}, line {number}: is not UTF-8 text; save the file as '
-                            'UTF-8') from None
+            raise UserError(f'{path}, line {number}: is not UTF-8 text; save it as UTF-8') from None
         if block_size is not None and len(name) > block_size:
             shown = name if len(name) <= 30 else name[:27] + '...'
             raise UserError(f'{path}, line {number}: {shown!r} has {len(name)} characters, more '
@@ -598,13 +607,9 @@ def load_names(path, block_size=None):
 
 
 def split_names(names, val_size):
-    """(train, validation): a held-out set that depends only on the set of names, not their order.
-
-    Up to val_size distinct names (at most a tenth of them) are drawn with a fixed seed; every
-    copy of a held-out name leaves the training set, so validation measures unseen names.
-    """
-    distinct = sorted(set(names))
-    held_out = random.Random(0).sample(distinct, min(val_size, len(distinct) // 10))
+    """(train, validation), depending only on the set of names: up to val_size distinct names
+    (at most a tenth) drawn with a fixed seed, every copy of them left out of training."""
+    held_out = random.Random(0).sample(sorted(set(names)), min(val_size, len(set(names)) // 10))
     held = set(held_out)
     return [n for n in names if n not in held], held_out
 
@@ -615,45 +620,39 @@ def fingerprint(names):
 
 
 def show(tokens, tok):
-    """A sequence as text for traces, MASK as '_' and PAD as '.'."""
-    marks = {tok.MASK: '_', tok.PAD: '.'}
-    return ''.join([marks.get(t) or tok.chars[t] for t in tokens])
+    """A sequence as text for traces: MASK as '_', PAD as '.'."""
+    return ''.join(['_' if t == tok.MASK else '.' if t == tok.PAD else tok.chars[t]
+                    for t in tokens])
 
 
-# ---------------------------------------------------------------------------------------------
-# Processes: the same results from one process or many
-# ---------------------------------------------------------------------------------------------
+# --- Processes: the same results from one process or many ------------------------------------
 
 def under_debugger():
-    """True when a debugger traces this process (pdb, an IDE's; on 3.12+ also sys.monitoring's):
-    a breakpoint in a worker process would fire where nobody is watching."""
+    """Whether a debugger traces this process (pdb, an IDE's, or on 3.12+ sys.monitoring's)."""
     monitoring = getattr(sys, 'monitoring', None)
     return sys.gettrace() is not None or (
         monitoring is not None and monitoring.get_tool(monitoring.DEBUGGER_ID) is not None)
 
 
 def processes(requested):
-    """How many processes to use: as asked, but one under a debugger (said once, on stderr)."""
+    """As many processes as asked, but one under a debugger: a breakpoint in a worker process
+    would fire where nobody is watching."""
     if requested > 1 and under_debugger():
-        print('a debugger is attached: running in this one process', file=sys.stderr)
+        say('a debugger is attached: running in this one process')
         return 1
     return requested
 
 
 class Workers:
-    """Maps a function over jobs, in order, in n processes (n = 1: in this one, no pool).
-
-    Every job carries its own inputs and random seed, so results never depend on n.
-    """
+    """Maps a function over jobs, in order, in n processes (n = 1: in this one, no pool). Every
+    job carries its own inputs and random seed, so results never depend on n."""
 
     def __init__(self, n):
-        self.n = n
-        self.pool = None
+        self.n, self.pool = n, None
 
     def __enter__(self):
         if self.n > 1:
-            self.pool = multiprocessing.Pool(self.n, initializer=_start_worker,
-                                             initargs=(os.getpid(),))
+            self.pool = multiprocessing.Pool(self.n, _start_worker, (os.getpid(),))
         return self
 
     def __exit__(self, *exc):
@@ -661,9 +660,9 @@ class Workers:
             self.pool.terminate()
             self.pool.join()
 
-    def map(self, fn, jobs, stop=lambda: False):
-        """fn(job) for each job, in order, at most two a process in flight (memory stays flat);
-        stop() is checked while waiting, and raises Interrupted if it returns a signal."""
+    def map(self, fn, jobs, stop=lambda: 0):
+        """fn(job) for each job, in order, with at most two jobs a process in flight, so memory
+        stays flat however many there are; raises Interrupted while waiting if stop() says so."""
         if not self.pool:
             yield from map(fn, jobs)
             return
@@ -671,22 +670,22 @@ class Workers:
         for job in jobs:
             pending.append(self.pool.apply_async(fn, (job,)))
             if len(pending) >= 2 * self.n:
-                yield self._result(pending.popleft(), stop)
+                yield self.wait(pending.popleft(), stop)
         while pending:
-            yield self._result(pending.popleft(), stop)
+            yield self.wait(pending.popleft(), stop)
 
     @staticmethod
-    def _result(job, stop):
-        while True:
-            try:
-                return job.get(timeout=0.1)
-            except multiprocessing.TimeoutError:
-                if stop():
-                    raise Interrupted(stop()) from None
+    def wait(result, stop):
+        while not result.ready():
+            result.wait(0.1)
+            if stop():
+                raise Interrupted(stop())
+        return result.get()
 
 
 def _start_worker(parent):
-    """Workers leave signals to the main process, and end when it does, however it died."""
+    """A worker leaves signals to the main process, and ends within a second of its death,
+    however it died."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     without_cycle_collector()
 
@@ -698,26 +697,18 @@ def _start_worker(parent):
 
 
 def without_cycle_collector():
-    """Values make no reference cycles, so CPython's reference counting frees each graph the
-    moment it is done with, and the cyclic collector would only rescan live Values (10% of a
-    step). PyPy has no reference counting: its collector is what frees graphs, so it stays on."""
+    """Values make no reference cycles, so CPython frees each graph by reference counting and
+    its cyclic collector only rescans live Values (10% of a step). PyPy needs its collector."""
     if sys.implementation.name == 'cpython':
         gc.disable()
 
 
-def shares(items, n, most=8):
-    """items cut into consecutive shares, one per process, each of at most `most` items."""
-    size = min(most, max(1, -(-len(items) // n)))
-    return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-_replicas = {}  # in a worker process: its Model with Value parameters, by configuration
+_replicas = {}  # in a worker: a Model of Values for each configuration seen, made once
 
 
 def _local(model):
-    """(model with Values, its flattened Values): the model itself if it holds Values, else
-    this process's copy, made once, whose numbers are set to the model's floats (making 6,848
-    Values for every step cost a tenth of a name's gradient)."""
+    """(a model of Values, its flattened Values): the model itself if it holds Values, else
+    this process's copy set to its floats (making 6,848 Values a step cost 10% of a name)."""
     if isinstance(next(iter(model.params.values()))[0][0], Value):
         return model, flatten(model.params)
     key = repr(model.cfg) + repr(model.tok.chars)
@@ -734,21 +725,18 @@ def _local(model):
 
 
 def _gradient_job(job):
-    """name_gradient for each item of a share of a batch."""
     model, items = job
     model, values = _local(model)
     return [name_gradient(model, values, item) for item in items]
 
 
 def _nelbo_job(job):
-    """The NELBO estimate of each (tokens, seed)."""
     model, items, one_pass = job
     estimate = nelbo_one_pass if one_pass else nelbo
     return [estimate(model, tokens, random.Random(seed)) for tokens, seed in items]
 
 
 def _sample_job(job):
-    """One name per seed, with its trace if asked for."""
     model, how, seeds, want_trace = job
     results = []
     for seed in seeds:
@@ -758,38 +746,36 @@ def _sample_job(job):
     return results
 
 
-def shared_gradients(model, adam, workers, stop):
-    """train_step's gradients(items) for these workers: in this process on the model's own
-    Values, or on copies in the workers; either way checking for a stop between names."""
+def gradients_from(workers, model, stop):
+    """train_step's gradients(items): shares of at most 8 names, on the model's own Values
+    in this process or on copies in the workers, stopping between names if stop() says so."""
     def gradients(items):
         source = model if workers.n == 1 else model.frozen()
-        jobs = [(source, share) for share in shares(items, workers.n)]
-        for results in workers.map(_gradient_job, jobs, stop):
-            for result in results:
+        size = min(8, -(-len(items) // workers.n))
+        jobs = [(source, items[i:i + size]) for i in range(0, len(items), size)]
+        for share in workers.map(_gradient_job, jobs, stop):
+            for result in share:
                 if stop():
                     raise Interrupted(stop())
                 yield result
     return gradients
 
 
-# ---------------------------------------------------------------------------------------------
-# Training in the lab: Part 1's step, with progress, validation, checkpoints and signals
-# ---------------------------------------------------------------------------------------------
+# --- Training in the lab: Part 1's step, with signals, validation, progress and saving -------
 
 class Signals:
-    """While active, Ctrl-C, SIGTERM and SIGHUP only set a flag; calling it returns the first
-    signal's number (or 0), so the work can stop at a safe place."""
+    """While active, Ctrl-C, SIGTERM and SIGHUP only note the signal; calling the object gives
+    its number (0 if none came), so training can stop at a safe place."""
 
     def __enter__(self):
-        self.received = 0
-        self.previous = {}
+        self.received, self.previous = 0, {}
         for name in ('SIGINT', 'SIGTERM', 'SIGHUP'):
             if hasattr(signal, name):
                 number = getattr(signal, name)
-                self.previous[number] = signal.signal(number, self.catch)
+                self.previous[number] = signal.signal(number, self.note)
         return self
 
-    def catch(self, number, frame):
+    def note(self, number, frame):
         self.received = self.received or number
 
     def __call__(self):
@@ -802,22 +788,22 @@ class Signals:
 
 def run_training(model, train_names, val_names, data_fingerprint, checkpoint, workers,
                  state=None, stop_after=None):
-    """Train model.params in place for model.cfg.steps steps (or continue from `state`),
-    showing progress on stderr and saving the checkpoint at every validation and at the end.
+    """Train model.params in place up to model.cfg.steps (continuing from `state`), showing
+    progress and saving the checkpoint at every validation and at the end.
 
-    A signal abandons the current step, saves the last finished one and raises Interrupted.
-    A loss that is not finite raises Diverged, leaving the checkpoint as it was. stop_after
-    (tests) ends the run early, as a signal would.
+    A signal abandons the step under way (Adam untouched), saves the last finished one and
+    raises Interrupted. A loss that is not finite raises UserError, the checkpoint left as it
+    was. stop_after (tests) ends the run early, saved.
     """
     cfg = model.cfg
     adam = Adam(flatten(model.params), cfg)
-    step = 0
+    step, saved_at = 0, None  # saved_at: the step the checkpoint on disk holds
     if state:
-        step = state['step']
+        step = saved_at = state['step']
         adam.t, adam.m, adam.v = state['adam_t'], state['adam_m'], state['adam_v']
-    batches = Batches(train_names, cfg)
-    progress, smooth, val = Progress(cfg.steps, 'step', step), Smoothed(), None
-    saved_at = step if state else None  # the step the checkpoint on disk holds
+    batches, progress = Batches(train_names, cfg), Progress(cfg.steps, 'step', step)
+    smooth = weight = 0.0
+    val = None
 
     def save():
         training = {'step': step, 'settings': asdict(cfg), 'data_fingerprint': data_fingerprint,
@@ -826,33 +812,31 @@ def run_training(model, train_names, val_names, data_fingerprint, checkpoint, wo
             save_checkpoint(checkpoint, model, training)
         except OSError as e:
             kept = 'nothing was saved' if saved_at is None else f'it still holds step {saved_at}'
-            raise UserError(f'{checkpoint}: could not save step {step} ({e.strerror or e}); '
-                            f'{kept}') from None
+            raise UserError(f'{checkpoint}: could not save step {step} '
+                            f'({e.strerror or e}); {kept}') from None
 
     with Signals() as stop:
-        gradients = shared_gradients(model, adam, workers, stop)
+        gradients = gradients_from(workers, model, stop)
         try:
-            while step < cfg.steps and step != stop_after:
+            while step < cfg.steps and step != stop_after and not stop():
                 try:
                     loss = train_step(model, adam, batches.at(step), step, gradients)
-                except ArithmeticError as e:
-                    kept = 'is untouched' if saved_at is None else f'keeps step {saved_at}'
-                    raise Diverged(f'training diverged at step {step + 1} ({e}); {checkpoint} '
-                                   f'{kept}; try a smaller --lr') from None
                 except Interrupted:
                     break
+                except ArithmeticError as e:
+                    kept = 'is untouched' if saved_at is None else f'keeps step {saved_at}'
+                    raise UserError(f'training diverged at step {step + 1} ({e}); {checkpoint} '
+                                    f'{kept}; try a smaller --lr') from None
                 step += 1
-                validated = val_names and (step % cfg.val_every == 0 or step == cfg.steps)
-                if validated:
+                smooth, weight = 0.98 * smooth + 0.02 * loss, 0.98 * weight + 0.02
+                detail = f'loss {loss:.3f}  smooth {smooth / weight:.3f}'
+                if val_names and (step % cfg.val_every == 0 or step == cfg.steps):
                     val = statistics.fmean(validation(model, val_names[:cfg.val_names], workers))
                     save()
                     saved_at = step
-                detail = f'loss {loss:.3f}  smooth {smooth.add(loss):.3f}'
                 if val is not None:
                     detail += f'  val NELBO ~{val:.2f}'
-                progress.update(step, detail, force=validated)
-                if stop():
-                    break
+                progress.update(step, detail, force=saved_at == step)
             if saved_at != step:
                 save()
         finally:
@@ -868,25 +852,24 @@ def validation(model, names, workers):
     try:
         return nelbo_estimates(model, names, 0, workers, one_pass=True)
     except ArithmeticError as e:
-        raise Diverged(f'validation overflowed ({e}); try a smaller --lr') from None
+        raise UserError(f'validation overflowed ({e}); try a smaller --lr') from None
 
 
 class Progress:
-    """One status line on stderr for long work: how far, the caller's figures, the speed and
-    the time left. Rewritten in place on a terminal; on a pipe, a line at every tenth. If
-    stderr goes away (a closed pipe), the work goes on without it."""
+    """One status line on stderr: how far, the caller's figures, the speed and the time left.
+    Rewritten in place on a terminal; on a pipe, a line at every tenth."""
 
-    def __init__(self, total, unit, start=0, stream=None):
+    def __init__(self, total, unit, start=0):
         self.total, self.unit, self.start = total, unit, start
-        self.stream = stream or sys.stderr
-        self.live = self.stream.isatty()
+        self.live, self.shown = sys.stderr.isatty(), False
         self.began = time.perf_counter()
-        self.shown = self.gone = False
 
     def update(self, done, detail='', force=False):
         speed = (done - self.start) / max(time.perf_counter() - self.began, 1e-9)
-        line = (f'{self.unit} {done}/{self.total}  {detail}{"  " if detail else ""}'
-                f'{speed:.1f} {self.unit}s/s  {format_time((self.total - done) / speed)} left')
+        left = int((self.total - done) / max(speed, 1e-9))
+        line = (f'{self.unit} {done}/{self.total}  {detail}{"  " if detail else ""}{speed:.1f} '
+                f'{self.unit}s/s  {f"{left // 60}m{left % 60:02d}s" if left >= 60 else f"{left}s"}'
+                ' left')
         if self.live:
             self.write('\r' + line + '\033[K')
             self.shown = True
@@ -898,75 +881,21 @@ class Progress:
             self.write('\n')
             self.shown = False
 
-    def write(self, text):
-        if self.gone:
-            return
+    @staticmethod
+    def write(text):
         try:
-            self.stream.write(text)
-            self.stream.flush()
-        except (OSError, ValueError):  # stderr closed: say nothing more, lose nothing
-            self.gone = True
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except (OSError, ValueError):  # stderr is gone: the work goes on without it
+            pass
 
 
-class Smoothed:
-    """An exponential moving average over ~50 values, bias-corrected while it warms up."""
-
-    def __init__(self, keep=0.98):
-        self.keep, self.total, self.weight = keep, 0.0, 0.0
-
-    def add(self, x):
-        self.total = self.keep * self.total + (1 - self.keep) * x
-        self.weight = self.keep * self.weight + (1 - self.keep)
-        return self.total / self.weight
-
-
-def format_time(seconds):
-    seconds = int(seconds)
-    return f'{seconds // 60}m{seconds % 60:02d}s' if seconds >= 60 else f'{seconds}s'
-
-
-def say(text):
-    """A line of chatter on stderr, which may be gone."""
-    try:
-        print(text, file=sys.stderr, flush=True)
-    except (OSError, ValueError):
-        pass
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------
-
-# What every setting may be, on the command line and in a checkpoint alike: whole numbers
-# from low to high inclusive, other numbers strictly between low and high, or one of a few
-# words. The limits keep memory sane and every formula finite.
-LIMITS = {'n_embd': (int, 1, 1024), 'n_head': (int, 1, 1024), 'n_layer': (int, 1, 64),
-          'block_size': (int, 1, 1024), 'denoiser': tuple(DENOISERS),
-          'mlp_hidden': (int, 1, 65536), 'init_std': (float, 0, 10), 't_min': (float, 0, 1),
-          'steps': (int, 1, 10**9), 'batch_size': (int, 1, 10**6), 'lr': (float, 0, 1e300),
-          'warmup': (int, 0, 10**9), 'beta1': (float, 0, 1), 'beta2': (float, 0, 1),
-          'adam_eps': (float, 0, 1), 'seed': (int, -2**63, 2**63), 'val_size': (int, 0, 10**6),
-          'val_every': (int, 1, 10**9), 'val_names': (int, 0, 10**6)}
-SAMPLING_LIMITS = {'steps': (int, 1, 10**6), 'temp_start': (float, 0, 100),
-                   'temp_end': (float, 0, 100), 'temperature': (float, 0, 100),
-                   'remask': ('confidence', 'random')}
-
-
-def fits(value, rule):
-    """Whether a value obeys one rule of LIMITS."""
-    if isinstance(rule[0], str):
-        return value in rule
-    kind, low, high = rule
-    if kind is int:
-        return type(value) is int and low <= value <= high
-    return type(value) in (int, float) and math.isfinite(value) and low < value < high
-
+# --- Checkpoints -----------------------------------------------------------------------------
 
 def save_checkpoint(path, model, training=None):
     """One JSON file: the vocabulary, the model's shape, the weights [out][in], and what
     --resume needs. Floats are written with repr, so they read back exactly."""
-    doc = {'format': 'microdiffusion checkpoint', 'version': 1,
-           'chars': model.tok.chars,
+    doc = {'format': 'microdiffusion checkpoint', 'version': 1, 'chars': model.tok.chars,
            'config': {f: getattr(model.cfg, f) for f in MODEL_FIELDS},
            'params': as_floats(model.params)}
     if training:
@@ -977,15 +906,11 @@ def save_checkpoint(path, model, training=None):
 def write_atomic(path, text):
     """Write a temporary file beside the checkpoint, then rename it over the checkpoint: a
     crash at any moment leaves the old file or the new one, never half of one. A symlink is
-    followed (its target is replaced, the link kept), and the file keeps its mode."""
+    followed (its target replaced, the link kept), and an existing file keeps its mode."""
     target = os.path.realpath(path)
-    try:
-        mode = os.stat(target).st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o644
-    folder = os.path.dirname(target)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(target) + '.',
-                               suffix='.tmp')
+    mode = os.stat(target).st_mode & 0o7777 if os.path.exists(target) else 0o644
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target),
+                               prefix='.' + os.path.basename(target) + '.', suffix='.tmp')
     try:
         with os.fdopen(fd, 'w', encoding='utf-8') as f:
             f.write(text)
@@ -999,23 +924,22 @@ def write_atomic(path, text):
 
 
 def check_writable(path):
-    """Fail now, not after an hour of training, if the checkpoint cannot be written: it must
-    be a regular file (or not exist yet) that is not read-only, in a folder we may write."""
+    """Fail now, not after an hour of training, unless the checkpoint is a file name in a
+    folder we may write, and what is there already is a regular file that is not read-only."""
     if not path or path.endswith(('/', os.sep)):
-        raise UserError(f'{path!r}: give a file name for the checkpoint, not a folder')
+        raise UserError(f'--checkpoint {path!r}: give a file name for the checkpoint')
     target = os.path.realpath(path)
     if os.path.isdir(target):
         raise UserError(f'{path}: is a folder; give a file name for the checkpoint')
     if os.path.exists(target):
-        info = os.stat(target)
-        if not stat_is_regular(info):
+        mode = os.stat(target).st_mode
+        if not (mode & 0o170000) == 0o100000:
             raise UserError(f'{path}: is not a regular file; give a file name for the checkpoint')
-        if not info.st_mode & 0o222:
+        if not mode & 0o222:
             raise UserError(f'{path}: is read-only; make it writable or choose another '
                             '--checkpoint')
     try:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target),
-                                   prefix='.' + os.path.basename(target) + '.')
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix='.microdiffusion.')
     except OSError as e:
         raise UserError(f'{path}: cannot write a checkpoint there ({e.strerror}); '
                         'choose another --checkpoint') from None
@@ -1023,41 +947,30 @@ def check_writable(path):
     os.unlink(tmp)
 
 
-def stat_is_regular(info):
-    return (info.st_mode & 0o170000) == 0o100000
-
-
 def load_checkpoint(path):
     """(model, training state or None), every part checked before anything is used."""
     try:
-        if os.path.exists(path) and not stat_is_regular(os.stat(path)):
+        if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
             raise UserError(f'{path}: is not a regular file, so not a checkpoint')
         with open(path, encoding='utf-8') as f:
-            text = f.read()
+            doc = json.loads(f.read(), parse_constant=not_a_number(path))
     except FileNotFoundError:
         raise UserError(f'{path}: no such checkpoint; train one first '
-                        f'(python microdiffusion.py train) or pass --checkpoint') from None
+                        '(python microdiffusion.py train) or pass --checkpoint') from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f'{path}: cannot be read as a checkpoint ({e})') from None
-
-    def reject(constant):
-        raise UserError(f'{path}: holds {constant}, not a finite number; the checkpoint is damaged')
-
-    try:
-        doc = json.loads(text, parse_constant=reject)
-    except (ValueError, RecursionError) as e:  # ValueError: bad JSON, or a 5,000-digit number
+    except (ValueError, RecursionError) as e:  # bad JSON, a 5,000-digit number, deep nesting
         reason = 'nested too deeply' if isinstance(e, RecursionError) else str(e)[:80]
         raise UserError(f'{path}: is not a microdiffusion checkpoint (not JSON: {reason})') from None
 
     def bad(what):
         return UserError(f'{path}: not a valid microdiffusion checkpoint ({what})')
 
-    if not isinstance(doc, dict) or doc.get('format', 'microdiffusion checkpoint') != \
-            'microdiffusion checkpoint':
+    if not (isinstance(doc, dict) and doc.get('format', 'microdiffusion checkpoint')
+            == 'microdiffusion checkpoint'):
         raise bad('not a JSON object with "chars", "config" and "params"')
     chars = doc.get('chars')
-    if isinstance(chars, str):
-        chars = list(chars)
+    chars = list(chars) if isinstance(chars, str) else chars
     if (not isinstance(chars, list) or not chars or len(set(chars)) != len(chars)
             or not all(isinstance(c, str) and len(c) == 1 for c in chars)):
         raise bad('"chars" must list distinct single characters')
@@ -1066,22 +979,24 @@ def load_checkpoint(path):
         raise bad('no "config"')
     cfg = Config()
     for name in MODEL_FIELDS:
-        value = shape.get(name, getattr(cfg, name))
-        if not fits(value, LIMITS[name]):
-            raise bad(f'config {name} = {value!r}')
-        setattr(cfg, name, value)
+        setattr(cfg, name, shape.get(name, getattr(cfg, name)))
+        if not fits(getattr(cfg, name), LIMITS[name]):
+            raise bad(f'config {name} = {shape[name]!r}')
     if cfg.n_embd % cfg.n_head:
         raise bad(f'config: n_embd {cfg.n_embd} is not a multiple of n_head {cfg.n_head}')
     tok = Tokenizer(chars)
     shapes = DENOISERS[cfg.denoiser][0](cfg, tok.vocab_size)
-    if sum(rows * cols for rows, cols in shapes.values()) > MAX_PARAMS:
-        raise bad(f'config describes a model of more than {MAX_PARAMS:,} parameters')
+    if sum(rows * columns for rows, columns in shapes.values()) > MAX_PARAMS:
+        raise bad(f'config describes more than {MAX_PARAMS:,} parameters')
     params = doc.get('params')
     if not isinstance(params, dict) or set(params) != set(shapes):
         raise bad(f'"params" must have exactly {", ".join(sorted(shapes))}')
-    for name, (n_rows, n_cols) in shapes.items():
-        if not is_matrix(params[name], n_rows, n_cols):
-            raise bad(f'{name} should be {n_rows} x {n_cols} numbers of at most 1e6')
+    for name, (n_rows, n_columns) in shapes.items():
+        rows = params[name]
+        if not (isinstance(rows, list) and len(rows) == n_rows and all(
+                isinstance(row, list) and len(row) == n_columns and numbers(row, 1e6)
+                for row in rows)):
+            raise bad(f'{name} should be {n_rows} x {n_columns} finite numbers of at most 1e6')
     model = Model(cfg, tok, {name: [[Value(float(x)) for x in row] for row in rows]
                              for name, rows in params.items()})
     training = doc.get('training')
@@ -1092,60 +1007,59 @@ def load_checkpoint(path):
     return model, training
 
 
-def is_matrix(rows, n_rows, n_cols):
-    return (isinstance(rows, list) and len(rows) == n_rows
-            and all(isinstance(r, list) and len(r) == n_cols
-                    and all(fits(x, (float, -1e6, 1e6)) for x in r) for r in rows))
+def not_a_number(path):
+    def reject(constant):  # NaN or Infinity
+        raise UserError(f'{path}: holds {constant}, not a finite number; it is damaged')
+    return reject
+
+
+def numbers(xs, most):
+    """Whether xs are all finite numbers of at most `most` in size."""
+    return all(type(x) in (int, float) and -most <= x <= most for x in xs)
 
 
 def check_training_state(training, n_params, bad):
-    """Raise bad(...) unless `training` is a state --resume can continue from; its settings
-    are left holding exactly Config's fields, each within LIMITS."""
-    if not isinstance(training, dict) or not isinstance(training.get('settings'), dict):
+    """Raise bad(...) unless `training` is a state --resume can continue from, every setting
+    within LIMITS. Settings an older version recorded that no longer shape training (the
+    sampling temperatures) are dropped."""
+    settings = training.get('settings') if isinstance(training, dict) else None
+    if not isinstance(settings, dict):
         raise bad('"training" must hold the run\'s "settings"')
-    settings = training['settings']
     missing = sorted(set(LIMITS) - set(settings))
     if missing:
         raise bad(f'"training" settings lack {", ".join(missing)}')
-    # Settings an older version recorded that no longer shape training (the sampling
-    # temperatures, now chosen when sampling) are dropped: the run continues the same.
     training['settings'] = settings = {name: settings[name] for name in LIMITS}
     for name, value in settings.items():
         if not fits(value, LIMITS[name]):
             raise bad(f'"training" setting {name} = {value!r} is out of range')
-    if not (type(training.get('step')) is int and 0 <= training['step'] <= settings['steps']
-            and type(training.get('adam_t')) is int and 0 <= training['adam_t'] <= 10**9):
-        raise bad('"training" step or adam_t out of range')
-    if not isinstance(training.get('data_fingerprint'), str):
-        raise bad('"training" has no data_fingerprint')
+    if not (fits(training.get('step'), (int, 0, settings['steps']))
+            and fits(training.get('adam_t'), (int, 0, 10**9))
+            and isinstance(training.get('data_fingerprint'), str)):
+        raise bad('"training" step, adam_t or data_fingerprint is missing or out of range')
     for key in ('adam_m', 'adam_v'):
-        moments = training.get(key)
-        if not (isinstance(moments, list) and len(moments) == n_params
-                and all(fits(x, (float, -1e12, 1e12)) for x in moments)):
+        if not (isinstance(training.get(key), list) and len(training[key]) == n_params
+                and numbers(training[key], 1e12)):
             raise bad(f'"training" {key} must hold {n_params} finite numbers')
 
 
-# ---------------------------------------------------------------------------------------------
-# Evaluation and reports
-# ---------------------------------------------------------------------------------------------
+# --- Evaluation and reports ------------------------------------------------------------------
 
 def nelbo_estimates(model, names, seed, workers, one_pass=False, on_progress=None):
     """The NELBO estimate of each name (nats), each from its own seeded random generator."""
-    cfg, tok, frozen = model.cfg, model.tok, model.frozen()
-    rng = random.Random(f'{seed}:nelbo')
-    items = [(tok.encode(name, cfg.block_size), rng.getrandbits(64)) for name in names]
+    rng, frozen = random.Random(f'{seed}:nelbo'), model.frozen()
+    items = [(model.tok.encode(name, model.cfg.block_size), rng.getrandbits(64)) for name in names]
     size = -(-len(items) // max(1, len(items) // 10))
-    jobs = [(frozen, items[i:i + size], one_pass) for i in range(0, len(items), size)]
     estimates = []
+    jobs = [(frozen, items[i:i + size], one_pass) for i in range(0, len(items), size)]
     for share in workers.map(_nelbo_job, jobs):
         estimates += share
         if on_progress:
-            on_progress(len(estimates), len(items))
+            on_progress(len(estimates))
     return estimates
 
 
 def sample_names(model, n, seed, how, workers, want_trace=False):
-    """n names (with traces), streamed as they are made: the same names as sample()."""
+    """n (name, trace) pairs, streamed as they are made: the same names as sample()."""
     rng, frozen = random.Random(f'{seed}:sample'), model.frozen()
     jobs = ((frozen, how, [rng.getrandbits(64) for _ in range(min(4, n - i))], want_trace)
             for i in range(0, n, 4))
@@ -1153,34 +1067,29 @@ def sample_names(model, n, seed, how, workers, want_trace=False):
         yield from share
 
 
-def length_histogram(names, block_size):
-    counts = [0] * (block_size + 1)
-    for name in names:
-        counts[len(name)] += 1
-    return [c / len(names) for c in counts]
-
-
 def sample_report(samples, train_names, held_out, block_size):
     """Lines describing sampled names against the data: new, unique, length."""
-    train, held = set(train_names), set(held_out)
-    data = train_names + held_out
+    train, held, data = set(train_names), set(held_out), train_names + held_out
     new = [s for s in samples if s not in train]
-    seen_real = sum(1 for s in new if s in held)
     mine, theirs = length_histogram(samples, block_size), length_histogram(data, block_size)
     tv = sum(abs(a - b) for a, b in zip(mine, theirs)) / 2
     lines = [f'{len(samples)} names: {len(new) / len(samples):.1%} new (not in the training data; '
-             f'{seen_real} of them are held-out real names), '
+             f'{sum(1 for s in new if s in held)} of them are held-out real names), '
              f'{len(set(samples)) / len(samples):.1%} unique',
              f'mean length {statistics.fmean(map(len, samples)):.2f} '
              f'(data {statistics.fmean(map(len, data)):.2f}), length histogram total variation '
              f'{tv:.3f}',
              'length    data  samples   (each # is 2% of names)']
-    for length in range(block_size + 1):
-        if mine[length] or theirs[length]:
-            data_bar, sample_bar = '#' * round(theirs[length] * 50), '#' * round(mine[length] * 50)
-            lines.append(f'{length:6d}  {theirs[length]:6.1%}  {mine[length]:6.1%}   '
-                         f'{data_bar:<20s}|{sample_bar}')
+    for length, (a, b) in enumerate(zip(theirs, mine)):
+        if a or b:
+            lines.append(f'{length:6d}  {a:6.1%}  {b:6.1%}   {"#" * round(a * 50):<20s}|'
+                         f'{"#" * round(b * 50)}')
     return lines
+
+
+def length_histogram(names, block_size):
+    counts = collections.Counter(map(len, names))
+    return [counts[length] / len(names) for length in range(block_size + 1)]
 
 
 def nelbo_summary(estimates, names):
@@ -1188,16 +1097,13 @@ def nelbo_summary(estimates, names):
     Characters are counted as len(name) + 1: the +1 is the end of the name."""
     mean = statistics.fmean(estimates)
     stderr = statistics.stdev(estimates) / math.sqrt(len(estimates)) if len(estimates) > 1 else 0.0
-    chars = sum(len(n) + 1 for n in names)
-    return mean, stderr, sum(estimates) / math.log(2) / chars
+    return mean, stderr, sum(estimates) / math.log(2) / sum(len(n) + 1 for n in names)
 
 
 def parse_pattern(pattern, tok, block_size):
-    """A pattern -> (template, candidates) for sample_tokens.
-
-    Letters are fixed, '_' is one letter to fill in, and a final '*' allows any continuation:
-    more letters or the end. 'm_r__' gives five-letter names m?r??, 'ka*' names starting "ka".
-    """
+    """A pattern -> (template, candidates) for sample_tokens: letters are fixed, '_' is one
+    letter to fill in, and a final '*' allows any continuation (more letters or the end).
+    'm_r__' gives five-letter names m?r??, 'ka*' names starting "ka"."""
     open_end = pattern.endswith('*')
     body = pattern[:-1] if open_end else pattern
     if '*' in body:
@@ -1212,21 +1118,21 @@ def parse_pattern(pattern, tok, block_size):
         raise UserError(f'pattern {pattern!r}: {"".join(unknown)!r} not in the vocabulary '
                         f'{"".join(tok.chars)!r}')
     letters = list(range(len(tok.chars)))
-    template = [tok.MASK if c == '_' else tok.ids[c] for c in body]
-    candidates = [letters] * len(body)
     rest = block_size - len(body)
+    template = [tok.MASK if c == '_' else tok.ids[c] for c in body]
     template += [tok.MASK if open_end else tok.PAD] * rest
-    candidates += [letters + [tok.PAD]] * rest
-    return template, candidates
+    return template, [letters] * len(body) + [letters + [tok.PAD]] * rest
 
 
-# ---------------------------------------------------------------------------------------------
-# The command line
-# ---------------------------------------------------------------------------------------------
+def check_vocabulary(names, tok, label):
+    for name in names:
+        unknown = sorted(set(name) - set(tok.chars))
+        if unknown:
+            raise UserError(f'{label}: {name!r} has {"".join(unknown)!r}, which the model\'s '
+                            'vocabulary lacks, so its probability is 0')
 
-DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'names.txt')
-DEFAULT_CHECKPOINT = 'model.json'
 
+# --- The command line ------------------------------------------------------------------------
 
 class Parser(argparse.ArgumentParser):
     """argparse, but a mistake is reported in one line, with where to find help."""
@@ -1236,33 +1142,30 @@ class Parser(argparse.ArgumentParser):
 
 
 def setting(rule):
-    """An argparse type that reads a value and holds it to one rule of LIMITS."""
+    """An argparse type that reads a number and holds it to a rule of LIMITS."""
+    kind, low, high = rule
+
     def parse(text):
-        kind, low, high = rule
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f'{text!r} is not a ' + (
-                'whole number' if kind is int else 'number')) from None
-        if kind is int and value < low:
-            raise argparse.ArgumentTypeError(f'{value} is below the minimum, {low}')
+            raise argparse.ArgumentTypeError(
+                f'{text!r} is not a {"whole number" if kind is int else "number"}') from None
         if not fits(value, rule):
             raise argparse.ArgumentTypeError(
-                f'{text} is above the maximum, {high}' if kind is int else
+                f'{value} is below the minimum, {low}' if kind is int and value < low else
+                f'{value} is above the maximum, {high}' if kind is int else
                 f'{text} must be a finite number above {low} and below {high}')
         return value
     return parse
 
 
 def add_settings(parser, names, limits, defaults):
-    """One flag per setting, typed and checked by its limits; the default shown in the help."""
+    """One flag per setting, checked by its limits; its default named in the help."""
     for name in names:
-        rule, default = limits[name], getattr(defaults, name)
-        flag = '--' + name.replace('_', '-')
-        if isinstance(rule[0], str):
-            parser.add_argument(flag, choices=rule, help=f'({default})')
-        else:
-            parser.add_argument(flag, type=setting(rule), help=f'({default})')
+        rule, flag = limits[name], '--' + name.replace('_', '-')
+        kind = dict(choices=rule) if isinstance(rule[0], str) else dict(type=setting(rule))
+        parser.add_argument(flag, help=f'({getattr(defaults, name)})', **kind)
 
 
 def available_cpus():
@@ -1272,23 +1175,19 @@ def available_cpus():
         return os.cpu_count() or 1
 
 
-def training_processes():
-    """Every CPU, but one under PyPy, where a pool of two measured slower than one process
-    (every step's weights and gradients cross between processes through pickle)."""
-    return 1 if sys.implementation.name == 'pypy' else available_cpus()
-
-
 TRAIN_SETTINGS = ('steps', 'batch_size', 'lr', 'seed', 'denoiser')
 SAMPLE_SETTINGS = ('steps', 'temp_start', 'temp_end', 'temperature', 'remask')
+# PyPy pickles slowly, so a pool of two trained slower there than one process.
+TRAIN_PROCESSES = 1 if sys.implementation.name == 'pypy' else available_cpus()
 
 
 def build_parser():
-    parser = Parser(prog='microdiffusion.py',
-                    description='Masked text diffusion on names, in pure Python. With no '
-                                'command: train on names.txt, save model.json, print 20 names.')
+    parser = Parser(prog='microdiffusion.py', description='Masked text diffusion on names, in '
+                    'pure Python. With no command: train on names.txt, save model.json, print '
+                    '20 names.')
     commands = parser.add_subparsers(dest='command', metavar='command')
     workers = dict(type=setting((int, 1, 1024)), default=available_cpus(),
-                   help='processes to use (default: every CPU; results do not depend on it)')
+                   help='processes (default: every CPU; results do not depend on it)')
     checkpoint = dict(default=DEFAULT_CHECKPOINT, help='the model file (model.json)')
 
     train = commands.add_parser('train', help='train a model and save a checkpoint')
@@ -1297,18 +1196,17 @@ def build_parser():
     train.add_argument('--checkpoint', **checkpoint)
     train.add_argument('--resume', action='store_true',
                        help='continue the run saved in --checkpoint, exactly where it stopped')
-    train.add_argument('--workers', **dict(workers, default=training_processes(), help=(
-        'processes to use (default: every CPU, or one under PyPy, where that is faster; '
-        'results do not depend on it)')))
+    train.add_argument('--workers', **dict(workers, default=TRAIN_PROCESSES, help=(
+        'processes (default: every CPU, but one under PyPy, where that is faster; results '
+        'do not depend on it)')))
 
     sample = commands.add_parser('sample', help='print new names from a checkpoint')
     sample.add_argument('--checkpoint', **checkpoint)
-    sample.add_argument('--num', type=setting((int, 1, 10**12)), default=20,
+    sample.add_argument('--num', type=setting((int, 1, 10**15)), default=20,
                         help='how many names (20)')
     sample.add_argument('--seed', type=int, default=0)
     add_settings(sample, SAMPLE_SETTINGS, SAMPLING_LIMITS, Sampling)
-    sample.add_argument('--pattern',
-                        help="fixed letters, '_' to fill, a final '*': e.g. m_r__, ka*")
+    sample.add_argument('--pattern', help="fixed letters, '_' to fill, a final '*': m_r__, ka*")
     sample.add_argument('--trace', action='store_true', help='show each reverse step (stderr)')
     sample.add_argument('--stats', action='store_true',
                         help='new, unique and length figures against --data (stderr)')
@@ -1317,9 +1215,8 @@ def build_parser():
 
     evaluate = commands.add_parser('eval', help='negative ELBO of names under a checkpoint')
     evaluate.add_argument('--checkpoint', **checkpoint)
-    evaluate.add_argument('--data', action='append',
-                          help='a file of names (repeatable); default: the validation split '
-                               'of names.txt')
+    evaluate.add_argument('--data', action='append', help='a file of names (repeatable); '
+                          'default: the validation split of names.txt')
     evaluate.add_argument('--seed', type=int, default=0, help='seed of the random orders')
     evaluate.add_argument('--workers', **workers)
 
@@ -1328,8 +1225,8 @@ def build_parser():
     forward.add_argument('--seed', type=int, default=0)
 
     bench = commands.add_parser('bench', help='time training steps, forward passes, samples')
-    bench.add_argument('--checkpoint', **dict(checkpoint, help='time these weights if the file '
-                                                               'exists (model.json)'))
+    bench.add_argument('--checkpoint', **dict(checkpoint, help='time these weights if the '
+                                                               'file exists (model.json)'))
     bench.add_argument('--repeats', type=setting((int, 3, 10**6)), default=30,
                        help='timings per figure (30)')
     return parser
@@ -1338,8 +1235,8 @@ def build_parser():
 def run_lab(args):
     """python microdiffusion.py: the whole lab with the defaults."""
     cfg = Config()
-    names = load_names(DEFAULT_DATA, cfg.block_size)
-    model = train_new(cfg, names, DEFAULT_CHECKPOINT, training_processes())
+    model = train_new(cfg, load_names(DEFAULT_DATA, cfg.block_size), DEFAULT_CHECKPOINT,
+                      TRAIN_PROCESSES)
     say(f'saved {DEFAULT_CHECKPOINT}; 20 new names:')
     with Workers(processes(min(available_cpus(), 4))) as workers:
         for name, _ in sample_names(model, 20, 0, Sampling(), workers):
@@ -1349,10 +1246,9 @@ def run_lab(args):
 
 def train_new(cfg, names, checkpoint, n_workers):
     """A fresh model trained on names, saved to checkpoint."""
-    train_names, held_out = split_names(names, cfg.val_size)
-    tok = Tokenizer.from_names(names)
     check_writable(checkpoint)
-    model = Model.new(cfg, tok)
+    train_names, held_out = split_names(names, cfg.val_size)
+    model = Model.new(cfg, Tokenizer.from_names(names))
     say(f'training a {cfg.denoiser} ({len(flatten(model.params)):,} parameters) on '
         f'{len(train_names):,} names ({len(held_out):,} held out) for {cfg.steps} steps of '
         f'{cfg.batch_size}')
@@ -1365,13 +1261,10 @@ def train_new(cfg, names, checkpoint, n_workers):
 def run_train(args):
     if args.resume:
         return resume(args)
-    cfg = Config()
-    for name in TRAIN_SETTINGS:
-        if getattr(args, name) is not None:
-            setattr(cfg, name, getattr(args, name))
+    cfg = Config(**{name: getattr(args, name) for name in TRAIN_SETTINGS
+                    if getattr(args, name) is not None})
     check_writable(args.checkpoint)
-    names = load_names(args.data, cfg.block_size)
-    train_new(cfg, names, args.checkpoint, args.workers)
+    train_new(cfg, load_names(args.data, cfg.block_size), args.checkpoint, args.workers)
     say(f'saved {args.checkpoint}')
     return 0
 
@@ -1379,10 +1272,9 @@ def run_train(args):
 def resume(args):
     model, state = load_checkpoint(args.checkpoint)
     if state is None:
-        raise UserError(f'{args.checkpoint}: has no training state to resume from; only a '
-                        'checkpoint written by train holds one')
-    cfg = model.cfg
-    names = load_names(args.data, cfg.block_size)
+        raise UserError(f'{args.checkpoint}: has no training state to resume from (only a '
+                        'checkpoint written by train holds one)')
+    names = load_names(args.data, model.cfg.block_size)
     train_names, held_out = split_names(names, state['settings']['val_size'])
     if Tokenizer.from_names(names).chars != model.tok.chars:
         raise UserError(f'{args.data}: its characters differ from the checkpoint\'s vocabulary; '
@@ -1390,20 +1282,18 @@ def resume(args):
     if fingerprint(train_names) != state['data_fingerprint']:
         raise UserError(f'{args.data}: is not the data {args.checkpoint} was trained on; '
                         'resume with the same file')
-    cfg = model.cfg = Config(**state['settings'])  # every setting of the run: it continues exactly
+    cfg = model.cfg = Config(**state['settings'])  # every setting of the run: it goes on exactly
     for name in TRAIN_SETTINGS[1:]:
         given = getattr(args, name)
         if given is not None and given != getattr(cfg, name):
             raise UserError(f'--{name.replace("_", "-")}: a resumed run keeps its checkpoint\'s '
                             f'{getattr(cfg, name)}; start a new run to change it')
-    if args.steps is not None:
-        if args.steps < state['step']:
-            raise UserError(f'--steps {args.steps}: the checkpoint is already at step '
-                            f'{state["step"]}')
-        cfg.steps = args.steps
+    if args.steps is not None and args.steps < state['step']:
+        raise UserError(f'--steps {args.steps}: the checkpoint is already at step {state["step"]}')
+    cfg.steps = args.steps or cfg.steps
     if state['step'] >= cfg.steps:
         raise UserError(f'{args.checkpoint}: already trained for {cfg.steps} steps; pass '
-                        f'--steps with a larger total to continue')
+                        '--steps with a larger total to continue')
     check_writable(args.checkpoint)
     say(f'resuming {args.checkpoint} at step {state["step"]} of {cfg.steps}')
     with Workers(processes(min(args.workers, cfg.batch_size))) as workers:
@@ -1424,9 +1314,12 @@ def run_sample(args):
                                             Config.val_size)
     samples = []
     with Workers(processes(min(args.workers, args.num))) as workers:
-        for name, trace in sample_names(model, args.num, args.seed, how, workers, args.trace):
+        for number, (name, trace) in enumerate(
+                sample_names(model, args.num, args.seed, how, workers, args.trace), start=1):
             if trace is not None:
-                print_trace(trace, model.tok, len(samples) + 1)
+                say(f'name {number}: reverse process ("_" is MASK, "." is PAD)')
+                for i, t, T, tokens in trace:
+                    say(f'  step {i:3d}  t={t:.3f}  T={T:.3f}  {show(tokens, model.tok)}')
             print(name, flush=True)
             if args.stats:
                 samples.append(name)
@@ -1436,19 +1329,12 @@ def run_sample(args):
     return 0
 
 
-def print_trace(trace, tok, number):
-    say(f'name {number}: reverse process ("_" is MASK, "." is PAD)')
-    for i, t, T, tokens in trace:
-        say(f'  step {i:3d}  t={t:.3f}  T={T:.3f}  {show(tokens, tok)}')
-
-
 def run_eval(args):
     model, state = load_checkpoint(args.checkpoint)
-    cfg = model.cfg
     if args.data:
-        sets = [(path, load_names(path, cfg.block_size)) for path in args.data]
+        sets = [(path, load_names(path, model.cfg.block_size)) for path in args.data]
     else:
-        names = load_names(DEFAULT_DATA, cfg.block_size)
+        names = load_names(DEFAULT_DATA, model.cfg.block_size)
         train_names, held_out = split_names(names, Config.val_size)
         if state is None or fingerprint(train_names) != state['data_fingerprint']:
             raise UserError(f'{args.checkpoint} was not trained on {DEFAULT_DATA}, so its '
@@ -1460,7 +1346,7 @@ def run_eval(args):
             check_vocabulary(names, model.tok, label)
             progress = Progress(len(names), 'name')
             estimates = nelbo_estimates(model, names, args.seed, workers,
-                                        on_progress=lambda done, _: progress.update(done))
+                                        on_progress=progress.update)
             progress.finish()
             mean, stderr, bits = nelbo_summary(estimates, names)
             print(f'{label}: {mean:.2f} ± {stderr:.2f} nats/name, {bits:.3f} bits/char '
@@ -1472,17 +1358,8 @@ def run_eval(args):
     return 0
 
 
-def check_vocabulary(names, tok, label):
-    for name in names:
-        unknown = sorted(set(name) - set(tok.chars))
-        if unknown:
-            raise UserError(f'{label}: {name!r} has {"".join(unknown)!r}, which the model\'s '
-                            'vocabulary lacks, so its probability is 0')
-
-
 def run_forward(args):
-    name = args.name.strip()
-    block_size = Config.block_size
+    name, block_size = args.name.strip(), Config.block_size
     if not name or len(name) > block_size:
         raise UserError(f'give a name of 1 to {block_size} characters, not {args.name!r}')
     tok = Tokenizer.from_names([name])
@@ -1490,10 +1367,10 @@ def run_forward(args):
     print(f'forward process on {name!r}: each of the {block_size} positions (PAD included) '
           'is masked with probability t ("_" is MASK, "." is PAD)')
     for tenth in range(11):
-        t = tenth / 10
         # the same seed at every t: a position masked at one level stays masked above it
-        noisy = mask(tokens, t, tok.MASK, random.Random(args.seed))
-        print(f'  t={t:.1f}  {show(noisy, tok)}  {noisy.count(tok.MASK) / block_size:4.0%} masked')
+        noisy = mask(tokens, tenth / 10, tok.MASK, random.Random(args.seed))
+        print(f'  t={tenth / 10:.1f}  {show(noisy, tok)}  '
+              f'{noisy.count(tok.MASK) / block_size:4.0%} masked')
     return 0
 
 
@@ -1507,46 +1384,36 @@ def run_bench(args):
     else:
         model = Model.new(Config(), Tokenizer.from_names(names))
         weights = 'freshly initialised weights (train first: trained ones cost differently)'
-    cfg, tok = model.cfg, model.tok
+    cfg, tok, frozen = model.cfg, model.tok, model.frozen()
     check_vocabulary(names, tok, DEFAULT_DATA)
     adam = Adam(flatten(model.params), cfg)
     picks = random.Random(0).sample(names, args.repeats)
     print(f'bench: {cfg.denoiser} with {len(adam.values):,} parameters, {weights}, batch size 1, '
           f'{sys.implementation.name} {sys.version.split()[0]}')
-    report_time('training step (forward + backward + Adam)',
-                timed(lambda i: train_step(model, adam, [picks[i]], i), args.repeats))
+    masked, everywhere = [tok.MASK] * cfg.block_size, list(range(cfg.block_size))
+    for label, fn in (('training step (forward + backward + Adam)',
+                       lambda i: train_step(model, adam, [picks[i]], i)),
+                      (f'forward pass, no graph, all {cfg.block_size} positions masked',
+                       lambda i: frozen.logits(masked, everywhere)),
+                      ('sampled name (64 reverse steps)',
+                       lambda i: sample_tokens(frozen, random.Random(i), Sampling()))):
+        times = []
+        for i in range(args.repeats):
+            began = time.perf_counter()
+            fn(i)
+            times.append(time.perf_counter() - began)
+        print(f'{label}: {statistics.median(times) * 1000:.1f} ms median of {args.repeats}',
+              flush=True)
     sizes = [graph_size(model, tok.encode(name, cfg.block_size), random.Random(i))
              for i, name in enumerate(picks)]
-    frozen = model.frozen()
-    everywhere = list(range(cfg.block_size))
-    report_time(f'forward pass, no graph, all {cfg.block_size} positions masked',
-                timed(lambda i: frozen.logits([tok.MASK] * cfg.block_size, everywhere),
-                      args.repeats))
-    report_time('sampled name (64 reverse steps)',
-                timed(lambda i: sample_tokens(frozen, random.Random(i), Sampling()), args.repeats))
-    nodes = statistics.median(s[0] for s in sizes)
-    edges = statistics.median(s[1] for s in sizes)
-    print(f'graph per training step: {nodes:,.0f} nodes, {edges:,.0f} edges (median)')
+    print(f'graph per training step: {statistics.median(s[0] for s in sizes):,.0f} nodes, '
+          f'{statistics.median(s[1] for s in sizes):,.0f} edges (median)')
     return 0
-
-
-def timed(fn, repeats):
-    times = []
-    for i in range(repeats):
-        began = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - began)
-    return times
-
-
-def report_time(label, times):
-    print(f'{label}: {statistics.median(times) * 1000:.1f} ms median of {len(times)}', flush=True)
 
 
 def graph_size(model, tokens, rng):
     """(nodes, edges) of one name's training graph, counting what backward reaches."""
-    t = noise_levels(rng, model.cfg.t_min, 1)[0]
-    loss = diffusion_loss(model, tokens, t, rng)
+    loss = diffusion_loss(model, tokens, noise_levels(rng, model.cfg.t_min, 1)[0], rng)
     interior = topological_order(loss)
     leaves = {child for node in interior for child in node._children if not child._children}
     return len(interior) + len(leaves), sum(len(node._children) for node in interior)
@@ -1561,15 +1428,14 @@ def main(argv=None):
     without_cycle_collector()
     try:
         return COMMANDS[args.command](args)
-    except (UserError, Diverged) as e:
+    except UserError as e:
         say(f'error: {e}')
     except ArithmeticError as e:  # only weights far outside anything training produces
         say(f'error: the model\'s numbers overflowed ({e}); is the checkpoint damaged?')
     except Interrupted as e:  # from run_training, which saved the last finished step
-        checkpoint = getattr(args, 'checkpoint', DEFAULT_CHECKPOINT)
-        say(f'interrupted: step {e.args[1]} saved in {checkpoint}; continue with "python '
-            f'microdiffusion.py train --resume --checkpoint {checkpoint}"')
-        return 128 + (e.args[0] or signal.SIGINT)
+        say(f'interrupted: step {e.args[1]} saved in {args.checkpoint}; continue with "python '
+            f'microdiffusion.py train --resume --checkpoint {args.checkpoint}"')
+        return 128 + e.args[0]
     except KeyboardInterrupt:
         say('interrupted')
         return 130
