@@ -161,6 +161,17 @@ class ContractTest(Folder):
         with open(checkpoint) as a, open(self.path('straight.json')) as b:
             self.assertEqual(json.load(a)['params'], json.load(b)['params'])
 
+    def test_a_breakpoint_stops_in_the_main_process(self):
+        commands = ['b microdiffusion.diffusion_loss', 'c', 'p t > 0',
+                    "p __import__('multiprocessing').current_process().name", 'q']
+        result = subprocess.run(
+            [sys.executable, '-m', 'pdb', SCRIPT, 'train', '--data', self.data, '--steps', '2',
+             '--checkpoint', self.path('debugged.json'), '--workers', '2'],
+            input='\n'.join(commands) + '\n', capture_output=True, text=True, timeout=120)
+        self.assertIn('a debugger is attached: running in this one process', result.stderr)
+        self.assertIn('-> ', result.stdout)  # pdb stopped, and answered in the main process:
+        self.assertIn("True\n(Pdb) 'MainProcess'", result.stdout)
+
     def test_bench(self):
         result = run('bench', '--repeats', '3')
         self.assertEqual(result.returncode, 0, result.stderr)

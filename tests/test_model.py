@@ -1,11 +1,14 @@
 """The model and the diffusion around it: data, denoisers, loss, sampler, checkpoints, training."""
 
+import contextlib
 import dataclasses
+import io
 import json
 import math
 import os
 import random
 import statistics
+import sys
 import tempfile
 import unittest
 
@@ -585,6 +588,37 @@ class TrainingTest(unittest.TestCase):
         self.addCleanup(devnull.close)
         from contextlib import redirect_stderr
         return redirect_stderr(devnull)
+
+    def test_the_lab_trains_exactly_as_part_1(self):
+        # run_training adds processes, validation and saving around Part 1's train_step
+        cfg, _ = smaller(steps=6, batch_size=3, val_every=2)
+        names = SHORT_NAMES[:24]
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            plain = md.train(cfg, names, log_every=3)
+        self.assertEqual(out.getvalue().count('loss'), 2)
+        for workers in (1, 2):
+            lab = md.Model.new(cfg, md.Tokenizer.from_names(names))
+            with self.quiet(), md.Workers(workers) as pool:
+                md.run_training(lab, names, names[:3], md.fingerprint(names), self.path, pool)
+            self.assertEqual(md.as_floats(lab.params), md.as_floats(plain.params))
+        self.assertEqual(md.sample(plain, 3, seed=5), md.sample(lab, 3, seed=5))
+        with md.Workers(2) as pool:
+            streamed = [name for name, _ in md.sample_names(lab, 3, 5, md.Sampling(), pool)]
+        self.assertEqual(streamed, md.sample(plain, 3, seed=5))
+
+    def test_a_debugger_keeps_everything_in_one_process(self):
+        tracer = sys.gettrace()
+        self.addCleanup(sys.settrace, tracer)
+        sys.settrace(None)
+        with contextlib.redirect_stderr(io.StringIO()) as said:
+            self.assertEqual(md.processes(2), 2)
+        self.assertEqual(said.getvalue(), '')
+        sys.settrace(lambda *args: None)
+        with contextlib.redirect_stderr(io.StringIO()) as said:
+            alone = md.processes(2)
+        sys.settrace(tracer)
+        self.assertEqual(alone, 1)
+        self.assertIn('a debugger is attached', said.getvalue())
 
     def test_a_short_run_lowers_the_loss(self):
         cfg, tok = smaller(steps=60, batch_size=4, lr=0.03)
