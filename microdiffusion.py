@@ -17,10 +17,10 @@ by starting from a blank and filling it in, a few letters at a time.
         t = 0.3   m _ r _ a . . . . . . . . . . .
         t = 0     m a r i a . . . . . . . . . . .     -> "maria"
 
-Part 1 is the algorithm, top to bottom: configuration, tokenizer, parameters, the denoiser
-(a tiny bidirectional transformer on value.py's scalar autograd), the noise and the loss,
-the sampler, the ELBO, Adam, and a plain training loop. Part 2 is the lab around it:
-processes, progress, checkpoints, reports and the command line.
+Part 1 is the algorithm, in order: configuration, tokenizer, parameters, the denoiser (a tiny
+transformer on value.py's scalar autograd), the noise and the loss, the sampler, the ELBO,
+Adam, training. GPT, the same transformer reading left to right, is marked where it differs.
+Part 2 is the lab around it: processes, progress, checkpoints, reports, the command line.
 
     python microdiffusion.py            train on names.txt, save model.json, print 20 names
     python microdiffusion.py --help     train, sample, eval, forward, bench
@@ -45,6 +45,7 @@ class Config:
     n_head: int = 4         # attention heads, each n_embd // n_head = 4 numbers wide
     n_layer: int = 2        # blocks: one gathers clues from the visible letters, two combine them
     block_size: int = 16    # positions per name: the longest in names.txt (15) and one PAD
+    model: str = 'diffusion'  # or 'gpt': the same transformer, causal, trained on next tokens
     denoiser: str = 'transformer'  # or 'mlp': the diffusion code around it is the same
     mlp_hidden: int = 8     # hidden width of the mlp denoiser: its 7,168 weights are about
     #                         the transformer's 6,848, for a fair comparison
@@ -144,11 +145,9 @@ def rmsnorm(x):
     return [xi * scale for xi in x]
 
 
-def attention(params, prefix, xs, queries, n_head):
-    """x + wo · multi-head self-attention of rmsnorm(x), at each query position.
-
-    Bidirectional: every query reads every position, the letters on both sides of a MASK.
-    """
+def attention(params, prefix, xs, queries, n_head, causal):
+    """x + wo · multi-head self-attention of rmsnorm(x), at each query position. Diffusion's is
+    bidirectional: every query reads every position, the letters on both sides of a MASK."""
     normed = [rmsnorm(x) for x in xs]
     qs = matmul(params[prefix + 'attn_wq'], [normed[i] for i in queries])
     ks = matmul(params[prefix + 'attn_wk'], normed)
@@ -159,6 +158,8 @@ def attention(params, prefix, xs, queries, n_head):
         dims = slice(h * head_dim, (h + 1) * head_dim)  # this head's share of each vector
         keys, values = [k[dims] for k in ks], [v[dims] for v in vs]
         scores = matmul(keys, [q[dims] for q in qs])     # per query: q · k at every position
+        if causal:  # GPT: query i reads only positions 0..i (softmax_average takes the first)
+            scores = [s[:i + 1] for s, i in zip(scores, queries)]
         # weights = softmax(scores / √head_dim); output = Σ_j weights_j · v_j
         outputs = softmax_average(scores, values, 1 / math.sqrt(head_dim))
         for head, out in zip(heads, outputs):
@@ -182,7 +183,7 @@ def transformer(params, cfg, tokens, positions):
         prefix = f'layer{layer}.'
         # The last layer's outputs only feed logits, so it computes them only where asked.
         queries = positions if layer == cfg.n_layer - 1 else range(len(tokens))
-        xs = attention(params, prefix, xs, queries, cfg.n_head)
+        xs = attention(params, prefix, xs, queries, cfg.n_head, cfg.model == 'gpt')
         xs = mlp(params, prefix, xs)
     return matmul(wte, xs)  # weight tying: the logit of token v is x · wte[v]
 
@@ -265,6 +266,17 @@ def diffusion_loss(model, tokens, t, rng):
     return vsum(nlls) * math.log(1 / model.cfg.t_min)
 
 
+def gpt_loss(model, tokens):
+    """GPT's loss, and its exact -log p(name) by the chain rule: from a start token, predict
+    each next token, the end (PAD) included. GPT never masks, so MASK's row of wte serves as
+    the start token, and the MASK logit stays out of the softmax as in diffusion."""
+    tok = model.tok
+    name = tokens[:tokens.index(tok.PAD)] if tok.PAD in tokens else tokens
+    inputs, targets = [tok.MASK] + name, name + [tok.PAD]
+    logits = model.logits(inputs, range(len(inputs)))
+    return vsum([token_nll(lg, target, tok.MASK) for lg, target in zip(logits, targets)])
+
+
 # --- The reverse process: the sampler --------------------------------------------------------
 
 @dataclass
@@ -276,6 +288,7 @@ class Sampling:
     temp_end: float = 0.8       # at t = 0, a little cooler: surer letters, surer picks
     temperature: float = 1.0    # scales both: 1 keeps temp_start -> temp_end
     remask: str = 'confidence'  # which guesses go back under MASK: 'confidence' or 'random'
+    order: str = 'any'          # or 'left-to-right', one position at a time (GPT's only order)
     template: list = None       # starting tokens (MASK where free); None: all MASK
     candidates: list = None     # per position, the token ids it may become; None: all but MASK
 
@@ -345,6 +358,8 @@ def sample_tokens(model, rng, how, trace=None):
     The temperature follows the noise: T = temperature · (T_end + (T_start - T_end) · t).
     trace, if a list, receives (step, t, T, tokens) after every step that changed something.
     """
+    if how.order == 'left-to-right' or model.cfg.model == 'gpt':
+        return sample_left_to_right(model, rng, how, trace)
     tok, block_size = model.tok, model.cfg.block_size
     seq = list(how.template) if how.template else [tok.MASK] * block_size
     candidates = how.candidates or [list(range(len(tok.chars))) + [tok.PAD]] * block_size
@@ -357,6 +372,31 @@ def sample_tokens(model, rng, how, trace=None):
         seq = reverse_step(model, seq, candidates, counts[i - 1], T, how.remask, rng)
         if trace is not None:
             trace.append((i, t, T, seq))
+    return seq
+
+
+def sample_left_to_right(model, rng, how, trace=None):
+    """Position 0, then 1, ...: each drawn at how.temperature from the model's odds given the
+    positions before it, until the end (PAD, after which no letter may follow). GPT's sampler;
+    for diffusion, one fixed order of unmasking, the positions to the right still MASK."""
+    tok, size, gpt = model.tok, model.cfg.block_size, model.cfg.model == 'gpt'
+    seq = list(how.template) if how.template else [tok.MASK] * size
+    candidates = how.candidates or [list(range(len(tok.chars))) + [tok.PAD]] * size
+    for i in range(size):
+        drawn = seq[i] == tok.MASK
+        if drawn:
+            if gpt:  # GPT reads the start token and the tokens so far; the last one predicts
+                logits = model.logits([tok.MASK] + seq[:i], [i])[0]
+            else:
+                logits = model.logits(seq, [i])[0]
+            choices = [tok.PAD] if gpt and i == size - 1 else candidates[i]
+            seq[i] = draw(logits, choices, how.temperature, rng)[0]
+        if seq[i] == tok.PAD:
+            seq[i:] = [tok.PAD] * (size - i)
+        if drawn and trace is not None:
+            trace.append((i + 1, 1 - i / size, how.temperature, list(seq)))
+        if seq[i] == tok.PAD:
+            break
     return seq
 
 
@@ -382,6 +422,15 @@ def nelbo_one_pass(model, tokens, rng):
     L/k · Σ_{i∈M} -log p(x_i | x, M masked) for one random k-subset M. Noisier per name."""
     k = rng.randint(1, len(tokens))
     return len(tokens) / k * erased_nll(model, tokens, sorted(rng.sample(range(len(tokens)), k)))
+
+
+def left_to_right_nll(model, tokens):
+    """The exact -log p(tokens) of the diffusion model unmasking strictly left to right: each
+    position predicted from the ones before it, the rest masked. The NELBO averages such
+    -log p over random orders (RADD); GPT's loss is this for one fixed order."""
+    mask_id, size = model.tok.MASK, len(tokens)
+    return sum([token_nll(model.logits(tokens[:i] + [mask_id] * (size - i), [i])[0], tokens[i],
+                          mask_id) for i in range(size)])
 
 
 def erased_nll(model, tokens, erased):
@@ -455,11 +504,19 @@ def noisy_batch(model, names, step):
             for name, t in zip(names, ts)]
 
 
-def name_gradient(model, values, item):
-    """(loss, gradient aligned with `values`) of one (tokens, t, seed), computed from zero."""
+def name_loss(model, item):
+    """One training name's loss, item = (tokens, t, seed): diffusion's at noise level t, or
+    GPT's, which has no noise."""
     tokens, t, seed = item
+    if model.cfg.model == 'gpt':
+        return gpt_loss(model, tokens)
+    return diffusion_loss(model, tokens, t, random.Random(seed))
+
+
+def name_gradient(model, values, item):
+    """(loss, gradient aligned with `values`) of one training name, computed from zero."""
     with Tape() as tape:  # records the graph as it is built: backward's order, for free
-        loss = diffusion_loss(model, tokens, t, random.Random(seed))
+        loss = name_loss(model, item)
     loss.backward(tape)
     grads = [p.grad for p in values]
     for p in values:
@@ -533,13 +590,13 @@ from value import topological_order
 
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'names.txt')
 DEFAULT_CHECKPOINT = 'model.json'
-MODEL_FIELDS = ('n_embd', 'n_head', 'n_layer', 'block_size', 'denoiser', 'mlp_hidden')
+MODEL_FIELDS = ('model', 'n_embd', 'n_head', 'n_layer', 'block_size', 'denoiser', 'mlp_hidden')
 MAX_PARAMS = 2_000_000  # a bigger model needs gigabytes of Values, and days to train
 
 # What every setting may be, on the command line and in a checkpoint alike: (int, low, high)
 # inclusive, (float, low, high) strictly between, or the words allowed.
 LIMITS = {'n_embd': (int, 1, 1024), 'n_head': (int, 1, 1024), 'n_layer': (int, 1, 64),
-          'block_size': (int, 1, 1024), 'denoiser': tuple(DENOISERS),
+          'block_size': (int, 1, 1024), 'model': ('diffusion', 'gpt'), 'denoiser': tuple(DENOISERS),
           'mlp_hidden': (int, 1, 65536), 'init_std': (float, 0, 10), 't_min': (float, 0, 1),
           'steps': (int, 1, 10**9), 'batch_size': (int, 1, 10**6), 'lr': (float, 0, 1e300),
           'warmup': (int, 0, 10**9), 'beta1': (float, 0, 1), 'beta2': (float, 0, 1),
@@ -547,7 +604,7 @@ LIMITS = {'n_embd': (int, 1, 1024), 'n_head': (int, 1, 1024), 'n_layer': (int, 1
           'val_every': (int, 1, 10**9), 'val_names': (int, 0, 10**6)}
 SAMPLING_LIMITS = {'steps': (int, 1, 10**6), 'temp_start': (float, 0, 100),
                    'temp_end': (float, 0, 100), 'temperature': (float, 0, 100),
-                   'remask': ('confidence', 'random')}
+                   'remask': ('confidence', 'random'), 'order': ('any', 'left-to-right')}
 
 
 def fits(value, rule):
@@ -730,10 +787,15 @@ def _gradient_job(job):
     return [name_gradient(model, values, item) for item in items]
 
 
+# How a name is scored: an estimate of the NELBO, or an exact -log p in one order.
+ESTIMATES = {'random orders': nelbo, 'one pass': nelbo_one_pass,
+             'left-to-right': lambda model, tokens, rng: left_to_right_nll(model, tokens),
+             'gpt': lambda model, tokens, rng: gpt_loss(model, tokens)}
+
+
 def _nelbo_job(job):
-    model, items, one_pass = job
-    estimate = nelbo_one_pass if one_pass else nelbo
-    return [estimate(model, tokens, random.Random(seed)) for tokens, seed in items]
+    model, items, kind = job
+    return [ESTIMATES[kind](model, tokens, random.Random(seed)) for tokens, seed in items]
 
 
 def _sample_job(job):
@@ -835,7 +897,7 @@ def run_training(model, train_names, val_names, data_fingerprint, checkpoint, wo
                     save()
                     saved_at = step
                 if val is not None:
-                    detail += f'  val NELBO ~{val:.2f}'
+                    detail += f'  val NLL {val:.2f}' if cfg.model == 'gpt' else f'  val NELBO ~{val:.2f}'
                 progress.update(step, detail, force=saved_at == step)
             if saved_at != step:
                 save()
@@ -850,7 +912,8 @@ def validation(model, names, workers):
     """One-pass NELBO estimates of held-out names, always with the same seed, so successive
     validations differ only because the model changed."""
     try:
-        return nelbo_estimates(model, names, 0, workers, one_pass=True)
+        kind = 'gpt' if model.cfg.model == 'gpt' else 'one pass'
+        return nelbo_estimates(model, names, 0, workers, kind)
     except ArithmeticError as e:
         raise UserError(f'validation overflowed ({e}); try a smaller --lr') from None
 
@@ -1025,6 +1088,7 @@ def check_training_state(training, n_params, bad):
     settings = training.get('settings') if isinstance(training, dict) else None
     if not isinstance(settings, dict):
         raise bad('"training" must hold the run\'s "settings"')
+    settings.setdefault('model', 'diffusion')  # written before GPT existed
     missing = sorted(set(LIMITS) - set(settings))
     if missing:
         raise bad(f'"training" settings lack {", ".join(missing)}')
@@ -1044,13 +1108,13 @@ def check_training_state(training, n_params, bad):
 
 # --- Evaluation and reports ------------------------------------------------------------------
 
-def nelbo_estimates(model, names, seed, workers, one_pass=False, on_progress=None):
-    """The NELBO estimate of each name (nats), each from its own seeded random generator."""
+def nelbo_estimates(model, names, seed, workers, kind='random orders', on_progress=None):
+    """Each name's score in nats (see ESTIMATES), each from its own seeded random generator."""
     rng, frozen = random.Random(f'{seed}:nelbo'), model.frozen()
     items = [(model.tok.encode(name, model.cfg.block_size), rng.getrandbits(64)) for name in names]
     size = -(-len(items) // max(1, len(items) // 10))
     estimates = []
-    jobs = [(frozen, items[i:i + size], one_pass) for i in range(0, len(items), size)]
+    jobs = [(frozen, items[i:i + size], kind) for i in range(0, len(items), size)]
     for share in workers.map(_nelbo_job, jobs):
         estimates += share
         if on_progress:
@@ -1175,8 +1239,11 @@ def available_cpus():
         return os.cpu_count() or 1
 
 
-TRAIN_SETTINGS = ('steps', 'batch_size', 'lr', 'seed', 'denoiser')
-SAMPLE_SETTINGS = ('steps', 'temp_start', 'temp_end', 'temperature', 'remask')
+TRAIN_SETTINGS = ('model', 'steps', 'batch_size', 'lr', 'seed', 'denoiser')
+SAMPLE_SETTINGS = ('steps', 'temp_start', 'temp_end', 'temperature', 'remask', 'order')
+# What a left-to-right sampler (GPT's, or --order left-to-right) has no use for: it draws every
+# position at the one --temperature, and decides positions in order, not by confidence.
+NOT_LEFT_TO_RIGHT = ('temp_start', 'temp_end', 'remask')
 # PyPy pickles slowly, so a pool of two trained slower there than one process.
 TRAIN_PROCESSES = 1 if sys.implementation.name == 'pypy' else available_cpus()
 
@@ -1211,6 +1278,8 @@ def build_parser():
     sample.add_argument('--stats', action='store_true',
                         help='new, unique and length figures against --data (stderr)')
     sample.add_argument('--data', default=DEFAULT_DATA, help='the training data, for --stats')
+    sample.add_argument('--score-with', metavar='CHECKPOINT', help='with --stats: the mean '
+                        '-log p (or NELBO) of the samples and of held-out names under this model')
     sample.add_argument('--workers', **workers)
 
     evaluate = commands.add_parser('eval', help='negative ELBO of names under a checkpoint')
@@ -1218,6 +1287,9 @@ def build_parser():
     evaluate.add_argument('--data', action='append', help='a file of names (repeatable); '
                           'default: the validation split of names.txt')
     evaluate.add_argument('--seed', type=int, default=0, help='seed of the random orders')
+    evaluate.add_argument('--order', choices=('any', 'left-to-right'), default='any',
+                          help='any: the NELBO over random orders; left-to-right: the exact '
+                               '-log p of unmasking in that one order (a GPT has only that)')
     evaluate.add_argument('--workers', **workers)
 
     forward = commands.add_parser('forward', help='show the forward (masking) process on a name')
@@ -1263,8 +1335,10 @@ def run_train(args):
         return resume(args)
     cfg = Config(**{name: getattr(args, name) for name in TRAIN_SETTINGS
                     if getattr(args, name) is not None})
+    if cfg.model == 'gpt' and cfg.denoiser != 'transformer':
+        raise UserError('--denoiser mlp: a GPT is the transformer, reading left to right')
     check_writable(args.checkpoint)
-    train_new(cfg, load_names(args.data, cfg.block_size), args.checkpoint, args.workers)
+    train_new(cfg, load_names(args.data, longest(cfg)), args.checkpoint, args.workers)
     say(f'saved {args.checkpoint}')
     return 0
 
@@ -1274,7 +1348,7 @@ def resume(args):
     if state is None:
         raise UserError(f'{args.checkpoint}: has no training state to resume from (only a '
                         'checkpoint written by train holds one)')
-    names = load_names(args.data, model.cfg.block_size)
+    names = load_names(args.data, longest(model.cfg))
     train_names, held_out = split_names(names, state['settings']['val_size'])
     if Tokenizer.from_names(names).chars != model.tok.chars:
         raise UserError(f'{args.data}: its characters differ from the checkpoint\'s vocabulary; '
@@ -1283,7 +1357,7 @@ def resume(args):
         raise UserError(f'{args.data}: is not the data {args.checkpoint} was trained on; '
                         'resume with the same file')
     cfg = model.cfg = Config(**state['settings'])  # every setting of the run: it goes on exactly
-    for name in TRAIN_SETTINGS[1:]:
+    for name in [n for n in TRAIN_SETTINGS if n != 'steps']:  # --steps may extend the run
         given = getattr(args, name)
         if given is not None and given != getattr(cfg, name):
             raise UserError(f'--{name.replace("_", "-")}: a resumed run keeps its checkpoint\'s '
@@ -1303,15 +1377,34 @@ def resume(args):
     return 0
 
 
+def longest(cfg):
+    """The longest name a model can hold: a GPT needs one position for its start token."""
+    return cfg.block_size - 1 if cfg.model == 'gpt' else cfg.block_size
+
+
 def run_sample(args):
     model, _ = load_checkpoint(args.checkpoint)
     how = Sampling(**{name: getattr(args, name) for name in SAMPLE_SETTINGS
                       if getattr(args, name) is not None})
+    gpt = model.cfg.model == 'gpt'
+    for name in NOT_LEFT_TO_RIGHT:
+        if getattr(args, name) is not None and (gpt or how.order == 'left-to-right'):
+            raise UserError(f'--{name.replace("_", "-")}: ' + (
+                'a GPT' if gpt else '--order left-to-right') + ' draws every position at the one '
+                '--temperature, in order; it has no schedule and re-masks nothing')
     if args.pattern is not None:
-        how.template, how.candidates = parse_pattern(args.pattern, model.tok, model.cfg.block_size)
+        how.template, how.candidates = parse_pattern(args.pattern, model.tok, longest(model.cfg))
+        how.template += [model.tok.PAD] * (model.cfg.block_size - len(how.template))
+        how.candidates += [[model.tok.PAD]] * (model.cfg.block_size - len(how.candidates))
+        blank = args.pattern.find('_')
+        if gpt and 0 <= blank < len(args.pattern.rstrip('*_')):
+            raise UserError(f'pattern {args.pattern!r}: a GPT reads left to right, so it can only '
+                            'continue a fixed beginning (ka*, ka__); filling a blank before a '
+                            'fixed letter takes diffusion')
     if args.stats:  # read the data first: a bad file should fail before the sampling
-        train_names, held_out = split_names(load_names(args.data, model.cfg.block_size),
+        train_names, held_out = split_names(load_names(args.data, longest(model.cfg)),
                                             Config.val_size)
+        scorer = load_checkpoint(args.score_with)[0] if args.score_with else None
     samples = []
     with Workers(processes(min(args.workers, args.num))) as workers:
         for number, (name, trace) in enumerate(
@@ -1326,15 +1419,37 @@ def run_sample(args):
     if args.stats:
         for line in sample_report(samples, train_names, held_out, model.cfg.block_size):
             say(line)
+        if scorer:
+            with Workers(processes(args.workers)) as workers:
+                say(f'scored by {args.score_with}: ' + '; '.join(
+                    score_line(scorer, names, label, workers) for label, names in
+                    (('samples', samples), ('held-out real names', held_out))))
     return 0
+
+
+def score_line(model, names, label, workers):
+    """The mean score of names under a model that did not make them: exact -log p for a GPT,
+    the NELBO for diffusion; names it cannot hold are left out and counted."""
+    fit = [n for n in names if len(n) <= longest(model.cfg) and set(n) <= set(model.tok.chars)]
+    if not fit:
+        return f'{label}: none it can score'
+    kind = 'gpt' if model.cfg.model == 'gpt' else 'random orders'
+    mean = statistics.fmean(nelbo_estimates(model, fit, 0, workers, kind))
+    left_out = f' ({len(names) - len(fit)} it cannot hold left out)' if len(fit) < len(names) else ''
+    return f'{label} {mean:.2f} nats/name{left_out}'
 
 
 def run_eval(args):
     model, state = load_checkpoint(args.checkpoint)
-    if args.data:
-        sets = [(path, load_names(path, model.cfg.block_size)) for path in args.data]
+    if model.cfg.model == 'gpt' or args.order == 'left-to-right':
+        kind, what = ('gpt', 'GPT') if model.cfg.model == 'gpt' else ('left-to-right', 'left to right')
+        title, how = f'NLL ({what}, exact)', 'exact, by the chain rule'
     else:
-        names = load_names(DEFAULT_DATA, model.cfg.block_size)
+        kind, title, how = 'random orders', 'NELBO', f'one random order each, seed {args.seed}'
+    if args.data:
+        sets = [(path, load_names(path, longest(model.cfg))) for path in args.data]
+    else:
+        names = load_names(DEFAULT_DATA, longest(model.cfg))
         train_names, held_out = split_names(names, Config.val_size)
         if state is None or fingerprint(train_names) != state['data_fingerprint']:
             raise UserError(f'{args.checkpoint} was not trained on {DEFAULT_DATA}, so its '
@@ -1345,16 +1460,15 @@ def run_eval(args):
         for label, names in sets:
             check_vocabulary(names, model.tok, label)
             progress = Progress(len(names), 'name')
-            estimates = nelbo_estimates(model, names, args.seed, workers,
-                                        on_progress=progress.update)
+            estimates = nelbo_estimates(model, names, args.seed, workers, kind, progress.update)
             progress.finish()
             mean, stderr, bits = nelbo_summary(estimates, names)
             print(f'{label}: {mean:.2f} ± {stderr:.2f} nats/name, {bits:.3f} bits/char '
-                  f'({len(names)} names, one random order each, seed {args.seed})')
+                  f'({len(names)} names, {how})')
             everything += names
             all_estimates += estimates
     mean, _, bits = nelbo_summary(all_estimates, everything)
-    print(f'NELBO {mean:.2f} nats/name  {bits:.3f} bits/char  ({len(everything)} names)')
+    print(f'{title} {mean:.2f} nats/name  {bits:.3f} bits/char  ({len(everything)} names)')
     return 0
 
 
@@ -1395,7 +1509,7 @@ def run_bench(args):
                        lambda i: train_step(model, adam, [picks[i]], i)),
                       (f'forward pass, no graph, all {cfg.block_size} positions masked',
                        lambda i: frozen.logits(masked, everywhere)),
-                      ('sampled name (64 reverse steps)',
+                      ('sampled name',
                        lambda i: sample_tokens(frozen, random.Random(i), Sampling()))):
         times = []
         for i in range(args.repeats):
@@ -1413,7 +1527,7 @@ def run_bench(args):
 
 def graph_size(model, tokens, rng):
     """(nodes, edges) of one name's training graph, counting what backward reaches."""
-    loss = diffusion_loss(model, tokens, noise_levels(rng, model.cfg.t_min, 1)[0], rng)
+    loss = name_loss(model, (tokens, noise_levels(rng, model.cfg.t_min, 1)[0], rng.random()))
     interior = topological_order(loss)
     leaves = {child for node in interior for child in node._children if not child._children}
     return len(interior) + len(leaves), sum(len(node._children) for node in interior)

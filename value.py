@@ -305,7 +305,8 @@ def logsumexp(xs):
 
 def softmax_average(scores, vectors, scale=1.0):
     """For each list s in scores: Σ_j softmax(scale · s)_j · vectors[j], the vectors averaged
-    with softmax weights. This is attention's output, with s a query's scores q·k.
+    with softmax weights. This is attention's output, with s a query's scores q·k. A list
+    shorter than vectors weighs only the first len(s) of them (causal attention).
 
     Each output number is ONE node whose children are s and the vectors' numbers: the
     softmax makes no nodes of its own. With p = softmax(scale · s) and out = Σ_j p_j v_j,
@@ -319,7 +320,7 @@ def softmax_average(scores, vectors, scale=1.0):
                     else columns)
     outs = []
     for s in scores:
-        if len(s) != len(vectors):
+        if not 0 < len(s) <= len(vectors):
             raise ValueError(f'softmax_average: {len(s)} scores for {len(vectors)} vectors')
         s_is_value = isinstance(s[0], Value)
         _, shifted = _shifted_exps(_datas(s, 'softmax_average') if s_is_value else s, scale)
@@ -337,7 +338,7 @@ def softmax_average(scores, vectors, scale=1.0):
                 children = s_tuple
                 local_grads = tuple([scale * pj * (vj - average) for pj, vj in zip(p, cd)])
             if columns_are_values:
-                children += tuple(column)
+                children += tuple(column[:len(p)])
                 local_grads += p_tuple
             out.append(Value(average, children, local_grads, 'softmax·'))
         outs.append(out)

@@ -161,6 +161,29 @@ class ContractTest(Folder):
         with open(checkpoint) as a, open(self.path('straight.json')) as b:
             self.assertEqual(json.load(a)['params'], json.load(b)['params'])
 
+    def test_gpt_trains_evaluates_and_samples(self):
+        gpt = self.path('gpt.json')
+        result = run('train', '--model', 'gpt', '--data', self.data, '--steps', '8',
+                     '--checkpoint', gpt, '--workers', '2')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('val NLL', result.stderr)
+        result = run('eval', '--checkpoint', gpt, '--data', self.data)
+        self.assertRegex(result.stdout.strip().split('\n')[-1],
+                         r'^NLL \(GPT, exact\) \d+\.\d+ nats/name  \d+\.\d+ bits/char  \(36 names\)$')
+        names = run('sample', '--checkpoint', gpt, '--num', '6', '--pattern', 'ja*').stdout.split()
+        self.assertEqual(len(names), 6)
+        self.assertTrue(all(n.startswith('ja') and len(n) < 16 for n in names), names)
+        again = run('sample', '--checkpoint', gpt, '--num', '6', '--pattern', 'ja*', '--workers',
+                    '1').stdout.split()
+        self.assertEqual(again, names)
+        scored = run('sample', '--checkpoint', self.model, '--num', '4', '--stats', '--data',
+                     self.data, '--score-with', gpt)
+        self.assertRegex(scored.stderr, r'scored by .*gpt.json: samples \d+\.\d+ nats/name.*; '
+                                        r'held-out real names \d+\.\d+ nats/name')
+        ordered = run('eval', '--checkpoint', self.model, '--data', self.data, '--order',
+                      'left-to-right')
+        self.assertRegex(ordered.stdout, r'NLL \(left to right, exact\) \d+\.\d+ nats/name')
+
     def test_a_breakpoint_stops_in_the_main_process(self):
         commands = ['b microdiffusion.diffusion_loss', 'c', 'p t > 0',
                     "p __import__('multiprocessing').current_process().name", 'q']
@@ -273,7 +296,11 @@ class BadInputTest(Folder):
                   (sample + ['--pattern', 'a' * 17], 'names have at most 16'),
                   (sample + ['--pattern', 'zo_'], "'z' not in the vocabulary"),
                   (sample + ['--pattern', 'a*b'], "only come last"),
-                  (['forward', 'a' * 17], '1 to 16 characters')]
+                  (['forward', 'a' * 17], '1 to 16 characters'),
+                  (self.train(self.data) + ['--model', 'gpt', '--denoiser', 'mlp'],
+                   'a GPT is the transformer'),
+                  (sample + ['--order', 'left-to-right', '--remask', 'random'], '--remask: '),
+                  (sample + ['--order', 'sideways'], '--order')]
         for args, message in cases:
             with self.subTest(args=args):
                 self.assert_refused(args, message)

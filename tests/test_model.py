@@ -502,6 +502,90 @@ class SamplerTest(unittest.TestCase):
                 md.parse_pattern(pattern, tok, cfg.block_size)
 
 
+class GPTTest(unittest.TestCase):
+    """The same transformer, causal, trained on the next token; its loss is the exact -log p."""
+
+    def test_uniform_logits_give_n_plus_one_times_log_v(self):
+        cfg, tok = tiny(model='gpt')
+        uniform = md.Model(cfg, tok, None, UniformDenoiser(tok.vocab_size))
+        for name in ('ava', 'isabella', 'a'):
+            # it predicts n letters and the end, each one of V = letters + PAD (never MASK)
+            expected = (len(name) + 1) * math.log(len(tok.chars) + 1)
+            self.assertAlmostEqual(md.gpt_loss(uniform, tok.encode(name, cfg.block_size)),
+                                   expected, places=12)
+
+    def test_causal_attention_reads_only_leftwards(self):
+        cfg, tok = tiny(model='gpt')
+        model = md.Model.new(cfg, tok).frozen()
+        a = [tok.MASK] + tok.encode('emma', 4)
+        b = [tok.MASK] + tok.encode('emmy', 4)  # the same start, another last letter
+        la, lb = model.logits(a, range(5)), model.logits(b, range(5))
+        self.assertEqual(la[:4], lb[:4])              # positions before the change never see it
+        self.assertNotEqual(la[4], lb[4])
+        diffusion = md.Model(md.Config(), tok, model.params)  # bidirectional: everyone sees it
+        self.assertNotEqual(diffusion.logits(a, [0]), diffusion.logits(b, [0]))
+
+    def test_gradient_matches_finite_differences(self):
+        cfg, tok = tiny(model='gpt')
+        model = md.Model.new(cfg, tok)
+        tokens = tok.encode('jacob', cfg.block_size)
+        md.gpt_loss(model, tokens).backward()
+        floats = md.as_floats(model.params)
+        rng = random.Random(1)
+        for name in sorted(model.params):
+            rows = floats[name]
+            for _ in range(2):
+                i, j = rng.randrange(len(rows)), rng.randrange(len(rows[0]))
+                original = rows[i][j]
+                rows[i][j] = original + 1e-6
+                up = md.gpt_loss(md.Model(cfg, tok, floats), tokens)
+                rows[i][j] = original - 1e-6
+                down = md.gpt_loss(md.Model(cfg, tok, floats), tokens)
+                rows[i][j] = original
+                grad, numeric = model.params[name][i][j].grad, (up - down) / 2e-6
+                self.assertTrue(math.isclose(grad, numeric, rel_tol=1e-4, abs_tol=1e-8),
+                                f'{name}[{i}][{j}]: backward {grad}, numeric {numeric}')
+
+    def test_sampling_goes_left_to_right_and_stops_at_the_end(self):
+        cfg, tok = smaller(model='gpt')
+        model = md.Model.new(cfg, tok).frozen()
+        for seed in range(10):
+            trace = []
+            seq = md.sample_tokens(model, random.Random(seed), md.Sampling(), trace)
+            name = tok.decode(seq)
+            self.assertLess(len(name), cfg.block_size)  # the start token takes one position
+            self.assertEqual(seq, tok.encode(name, cfg.block_size))  # nothing after the end
+            self.assertEqual([step for step, *_ in trace], list(range(1, len(name) + 2)))
+            for k, (_, _, _, tokens) in enumerate(trace):  # one more position each step
+                self.assertEqual(tokens[:k], seq[:k])
+        template, candidates = md.parse_pattern('ka*', tok, cfg.block_size - 1)
+        how = md.Sampling(template=template + [tok.PAD], candidates=candidates + [[tok.PAD]])
+        self.assertTrue(all(tok.decode(md.sample_tokens(model, random.Random(s), how))
+                            .startswith('ka') for s in range(5)))
+
+    def test_left_to_right_nll_of_a_diffusion_model(self):
+        cfg, tok = tiny()
+        uniform = md.Model(cfg, tok, None, UniformDenoiser(tok.vocab_size))
+        tokens = tok.encode('ava', cfg.block_size)
+        self.assertAlmostEqual(md.left_to_right_nll(uniform, tokens),
+                               cfg.block_size * math.log(tok.vocab_size - 1), places=9)
+        seen = []
+
+        def recording(params, cfg, tokens, positions):
+            seen.append((list(tokens), list(positions)))
+            return [[0.0] * tok.vocab_size for _ in positions]
+        md.left_to_right_nll(md.Model(cfg, tok, None, recording), tokens)
+        for i, (noisy, positions) in enumerate(seen):  # position i, the ones before it visible
+            self.assertEqual(positions, [i])
+            self.assertEqual(noisy, tokens[:i] + [tok.MASK] * (cfg.block_size - i))
+        model = md.Model.new(cfg, tok).frozen()
+        how = md.Sampling(order='left-to-right')
+        for seed in range(5):
+            seq = md.sample_tokens(model, random.Random(seed), how)
+            self.assertNotIn(tok.MASK, seq)
+            self.assertEqual(seq, tok.encode(tok.decode(seq), cfg.block_size))
+
+
 class CheckpointTest(unittest.TestCase):
 
     def setUp(self):

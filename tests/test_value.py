@@ -240,6 +240,12 @@ class OperationsTest(GradientCheck):
         self.assertAlmostEqual(softmax_average([[1000.0, 1000.0]], [[1.0], [0.0]])[0][0], 0.5)
         self.assertEqual(softmax_average([[1.0]], []), [[]])
         self.assertEqual(softmax_average([], [[1.0]]), [])
+        # a shorter list of scores weighs only the first vectors: causal attention
+        short = softmax_average([[Value(0.3)], [Value(0.3), Value(-1.0)]],
+                                [[Value(x) for x in v] for v in vectors])
+        self.assertEqual([v.data for v in short[0]], vectors[0])
+        self.assertEqual([len(v._children) for v in short[1]], [4, 4])
+        self.assertAlmostEqual(short[1][0].data, softmax_average([[0.3, -1.0]], vectors[:2])[0][0])
 
         def f(v):  # two queries' scores (v[0:3], v[3:6]) averaging three 2-vectors (v[6:12])
             outs = softmax_average([v[0:3], v[3:6]], [v[6:8], v[8:10], v[10:12]], 0.5)
