@@ -1,7 +1,7 @@
 """microdiffusion: masked (absorbing-state) text diffusion, in pure Python.
 
-It learns first names by erasing letters and predicting them back, and it invents new names
-by starting from a blank and filling it in, a few letters at a time.
+It learns names by erasing letters and predicting them back, and invents new ones by filling
+in a blank, a few letters at a time.
 
     forward process (training): erase each position with probability t
 
@@ -47,8 +47,7 @@ class Config:
     block_size: int = 16    # positions per name: the longest in names.txt (15) and one PAD
     model: str = 'diffusion'  # or 'gpt': the same transformer, causal, trained on next tokens
     denoiser: str = 'transformer'  # or 'mlp': the diffusion code around it is the same
-    mlp_hidden: int = 8     # hidden width of the mlp denoiser: its 7,168 weights are about
-    #                         the transformer's 6,848, for a fair comparison
+    mlp_hidden: int = 8     # the mlp denoiser's width: 7,168 weights, near the transformer's
     init_std: float = 0.08  # weights start N(0, 0.08): small, so first guesses are near uniform
     # --- the forward process ---
     t_min: float = 0.2      # lowest noise level trained on: below it most names lose 0-2 letters
@@ -87,8 +86,7 @@ class Tokenizer:
         return [self.ids[c] for c in name] + [self.PAD] * (block_size - len(name))
 
     def decode(self, tokens):
-        """The name a sequence spells: its characters up to the first PAD. A PAD ends the name,
-        so anything after it is not part of the name."""
+        """The name a sequence spells: its characters up to the first PAD, which ends it."""
         if self.MASK in tokens:
             raise ValueError('decode: the sequence still has MASK in it')
         end = tokens.index(self.PAD) if self.PAD in tokens else len(tokens)
@@ -98,11 +96,8 @@ class Tokenizer:
 # --- Parameters: named matrices of Values, stored [out][in], no biases -----------------------
 
 def transformer_shapes(cfg, vocab_size):
-    """The transformer's weight matrices, name -> (rows, columns).
-
-    wte is ONE parameter with two jobs (weight tying): row v embeds token v at the input, and
-    the logit of token v is the final vector dotted with that same row.
-    """
+    """The transformer's weight matrices, name -> (rows, columns). wte has two jobs (weight
+    tying): row v embeds token v, and the logit of token v is the final vector · that row."""
     shapes = {'wte': (vocab_size, cfg.n_embd), 'wpe': (cfg.block_size, cfg.n_embd)}
     for layer in range(cfg.n_layer):
         for name in ('attn_wq', 'attn_wk', 'attn_wv', 'attn_wo'):
@@ -226,10 +221,9 @@ class Model:
 def noise_levels(rng, t_min, n):
     """n noise levels t, each log-uniform on [t_min, 1]: as likely in [0.2, 0.45] as in [0.45, 1].
 
-    The continuous-time ELBO adds up, over t in (0, 1], the erased tokens' -log p weighted by
-    1/t (MDLM); drawing t with density ∝ 1/t is importance sampling of that weight, so the
-    loss needs no weight. A batch's levels are spread evenly from one random offset (MDLM's
-    low-discrepancy sampler), so every batch mixes light and heavy noise.
+    The continuous-time ELBO weighs the erased tokens' -log p by 1/t (MDLM): drawing t with
+    density ∝ 1/t does that weighting. A batch's levels are spread evenly from one random
+    offset (MDLM's low-discrepancy sampler), so every batch mixes light and heavy noise.
     """
     offset = rng.random()
     spread = [(i + offset) / n for i in range(n)]
@@ -251,11 +245,9 @@ def token_nll(logits, target, mask_id):
 
 def diffusion_loss(model, tokens, t, rng):
     """One name's loss at noise level t: erase, predict, and add up -log p of the erased
-    tokens. PAD is a target like any letter: predicting it is how the model learns length.
-
-    With t log-uniform (noise_levels), log(1/t_min) times this SUM is an unbiased estimate of
-    the NELBO's share from noise levels t_min..1, in eval's units (nats per name).
-    """
+    tokens (PAD is a target like any letter: that is how the model learns length). With t
+    log-uniform, log(1/t_min) times this SUM is an unbiased estimate of the NELBO's share from
+    noise levels t_min..1, in eval's units (nats per name)."""
     mask_id = model.tok.MASK
     erased = []
     while not erased:  # nothing erased, nothing to learn: draw again
@@ -283,8 +275,7 @@ def gpt_loss(model, tokens):
 class Sampling:
     """How to run the reverse process."""
     steps: int = 64             # reverse steps along the cosine schedule (16 of them decide)
-    temp_start: float = 1.0     # temperature at t = 1: while nothing is known, the model's
-    #                             own odds, and re-masking at random (see draw)
+    temp_start: float = 1.0     # at t = 1 the model's own odds, re-masking at random (draw)
     temp_end: float = 0.8       # at t = 0, a little cooler: surer letters, surer picks
     temperature: float = 1.0    # scales both: 1 keeps temp_start -> temp_end
     remask: str = 'confidence'  # which guesses go back under MASK: 'confidence' or 'random'
@@ -306,9 +297,7 @@ def masked_counts(n0, steps):
 
 def gumbel(rng):
     """Standard Gumbel noise, -log(-log u) for u uniform in (0, 1)."""
-    u = rng.random()
-    while u == 0.0:
-        u = rng.random()
+    u = rng.random() or rng.random()  # 0.0 comes once in 2^53 draws; twice in a row, never
     return -math.log(-math.log(u))
 
 
@@ -328,12 +317,9 @@ def draw(logits, candidates, temperature, rng):
 
 
 def reverse_step(model, seq, candidates, keep_masked, temperature, remask, rng):
-    """One reverse step: predict every MASK, then put MASK back on `keep_masked` of them.
-
-    remask='confidence' re-masks the least sure predictions (MaskGIT, LLaDA): a heuristic that
-    fills in the easy positions first. remask='random' re-masks a uniformly random subset: the
-    plain reverse process of absorbing diffusion, which the theory gives.
-    """
+    """One reverse step: predict every MASK, then put MASK back on `keep_masked` of them:
+    the least sure (remask='confidence', MaskGIT and LLaDA: easy positions first), or a random
+    subset (remask='random': the plain reverse process the theory gives)."""
     masked = [i for i, tok in enumerate(seq) if tok == model.tok.MASK]
     logits = model.logits(seq, masked)
     guesses = [draw(lg, candidates[i], temperature, rng) for i, lg in zip(masked, logits)]
@@ -352,9 +338,8 @@ def reverse_step(model, seq, candidates, keep_masked, temperature, remask, rng):
 def sample_tokens(model, rng, how, trace=None):
     """The reverse process: from MASK everywhere (or a template's blanks) to a finished name.
 
-    After step i exactly masked_counts(n0, steps)[i - 1] positions are still masked. A step
-    that would leave the count unchanged decides nothing, so it is skipped: the same names,
-    one forward pass per decided position instead of one per step.
+    After step i, masked_counts(n0, steps)[i - 1] positions are still masked; a step that
+    would not change the count decides nothing and is skipped (the same names, fewer passes).
     The temperature follows the noise: T = temperature · (T_end + (T_start - T_end) · t).
     trace, if a list, receives (step, t, T, tokens) after every step that changed something.
     """
@@ -525,24 +510,20 @@ def name_gradient(model, values, item):
 
 
 def train_step(model, adam, names, step, gradients=None):
-    """One optimiser step on a batch of names: noise -> loss -> backward -> Adam. Returns the
-    batch's mean loss.
-
-    gradients(items) yields name_gradient's (loss, grads) for each item in order; by default
-    this process computes them, one name at a time. They are added in batch order, so the sum
-    is the same bit for bit whoever computed them.
-    """
+    """One optimiser step: noise -> loss -> backward -> Adam; returns the batch's mean loss.
+    gradients(items) yields name_gradient's result for each item, in order (by default this
+    process computes them); they are added in batch order, so the sum is the same bit for bit
+    whoever computed them."""
     items = noisy_batch(model, names, step)
     results = gradients(items) if gradients else (name_gradient(model, adam.values, item)
                                                   for item in items)
     loss, total = 0.0, [0.0] * len(adam.values)
-    for name_loss, grads in results:
-        loss += name_loss
+    for one_loss, grads in results:
+        loss += one_loss
         total = [a + g for a, g in zip(total, grads)]
     loss /= len(items)
-    if not (math.isfinite(loss) and math.isfinite(sum(map(abs, total)))):
-        raise ArithmeticError(f'the loss became {loss}' if not math.isfinite(loss)
-                              else 'a gradient became infinite')
+    if not math.isfinite(loss + sum(map(abs, total))):
+        raise ArithmeticError(f'the loss is {loss}, its gradient {sum(map(abs, total))}')
     adam.step([g / len(items) for g in total], learning_rate(model.cfg, step))
     return loss
 
