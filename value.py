@@ -279,7 +279,10 @@ def relu_matmul(rows, xs):
     leaves a positive number as it is."""
     if not (rows and xs and rows[0] and isinstance(rows[0][0], Value)
             and isinstance(xs[0][0], Value)):
-        return [[o if _data(o) > 0 else 0.0 for o in out] for out in matmul(rows, xs)]
+        outs = matmul(rows, xs)
+        if outs and outs[0] and isinstance(outs[0][0], Value):  # constants on one side
+            return [[o if o.data > 0 else 0.0 for o in out] for out in outs]
+        return [[o if o > 0 else 0.0 for o in out] for out in outs]
     row_tuples, row_datas = _rows(rows, 'relu_matmul')
     results = []
     for x in xs:
