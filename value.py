@@ -364,10 +364,6 @@ def _check_length(x, rows, who):
         raise ValueError(f'{who}: a row has {len(rows[0])} numbers but a vector has {len(x)}')
 
 
-def _data(x):
-    return x.data if isinstance(x, Value) else x
-
-
 def _datas(xs, who):
     """The floats inside a list of Values, with a clear error for a list that mixes types."""
     try:
