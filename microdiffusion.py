@@ -724,7 +724,10 @@ class Workers:
 def _start_worker(parent):
     """A worker leaves signals to the main process, and ends within a second of its death,
     however it died."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in ('SIGINT', 'SIGTERM', 'SIGHUP'):  # not the main process's handlers
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN if name == 'SIGINT'
+                          else signal.SIG_DFL)
     without_cycle_collector()
 
     def watch():
@@ -830,12 +833,12 @@ class Signals:
 
 
 def run_training(model, train_names, val_names, data_fingerprint, checkpoint, workers,
-                 state=None, stop_after=None):
+                 state=None, stop_after=None, stop=lambda: 0):
     """Train model.params in place up to model.cfg.steps (continuing from `state`), showing
     progress and saving the checkpoint at every validation and at the end.
 
-    A signal abandons the step under way (Adam untouched), saves the last finished one and
-    raises Interrupted. A loss that is not finite raises UserError, the checkpoint left as it
+    Once stop() names a signal (see Signals), the step under way is abandoned (Adam untouched),
+    the last finished one saved, and Interrupted raised. A loss that is not finite raises UserError, the checkpoint left as it
     was. stop_after (tests) ends the run early, saved.
     """
     cfg = model.cfg
@@ -858,34 +861,33 @@ def run_training(model, train_names, val_names, data_fingerprint, checkpoint, wo
             raise UserError(f'{checkpoint}: could not save step {step} '
                             f'({e.strerror or e}); {kept}') from None
 
-    with Signals() as stop:
-        gradients = gradients_from(workers, model, stop)
-        try:
-            while step < cfg.steps and step != stop_after and not stop():
-                try:
-                    loss = train_step(model, adam, batches.at(step), step, gradients)
-                except Interrupted:
-                    break
-                except ArithmeticError as e:
-                    kept = 'is untouched' if saved_at is None else f'keeps step {saved_at}'
-                    raise UserError(f'training diverged at step {step + 1} ({e}); {checkpoint} '
-                                    f'{kept}; try a smaller --lr') from None
-                step += 1
-                smooth, weight = 0.98 * smooth + 0.02 * loss, 0.98 * weight + 0.02
-                detail = f'loss {loss:.3f}  smooth {smooth / weight:.3f}'
-                if val_names and (step % cfg.val_every == 0 or step == cfg.steps):
-                    val = statistics.fmean(validation(model, val_names[:cfg.val_names], workers))
-                    save()
-                    saved_at = step
-                if val is not None:
-                    detail += f'  val NLL {val:.2f}' if cfg.model == 'gpt' else f'  val NELBO ~{val:.2f}'
-                progress.update(step, detail, force=saved_at == step)
-            if saved_at != step:
+    gradients = gradients_from(workers, model, stop)
+    try:
+        while step < cfg.steps and step != stop_after and not stop():
+            try:
+                loss = train_step(model, adam, batches.at(step), step, gradients)
+            except Interrupted:
+                break
+            except ArithmeticError as e:
+                kept = 'is untouched' if saved_at is None else f'keeps step {saved_at}'
+                raise UserError(f'training diverged at step {step + 1} ({e}); {checkpoint} '
+                                f'{kept}; try a smaller --lr') from None
+            step += 1
+            smooth, weight = 0.98 * smooth + 0.02 * loss, 0.98 * weight + 0.02
+            detail = f'loss {loss:.3f}  smooth {smooth / weight:.3f}'
+            if val_names and (step % cfg.val_every == 0 or step == cfg.steps):
+                val = statistics.fmean(validation(model, val_names[:cfg.val_names], workers))
                 save()
-        finally:
-            progress.finish()
-        if stop() and step < cfg.steps:
-            raise Interrupted(stop(), step)
+                saved_at = step
+            if val is not None:
+                detail += f'  val {"NLL " if cfg.model == "gpt" else "NELBO ~"}{val:.2f}'
+            progress.update(step, detail, force=saved_at == step)
+        if saved_at != step:
+            save()
+    finally:
+        progress.finish()
+    if stop() and step < cfg.steps:
+        raise Interrupted(stop(), step)
     return step
 
 
@@ -1280,6 +1282,7 @@ def build_parser():
     bench = commands.add_parser('bench', help='time training steps, forward passes, samples')
     bench.add_argument('--checkpoint', **dict(checkpoint, help='time these weights if the '
                                                                'file exists (model.json)'))
+    bench.add_argument('--data', default=DEFAULT_DATA, help='names to time (names.txt)')
     bench.add_argument('--repeats', type=setting((int, 3, 10**6)), default=30,
                        help='timings per figure (30)')
     return parser
@@ -1302,12 +1305,12 @@ def train_new(cfg, names, checkpoint, n_workers):
     check_writable(checkpoint)
     train_names, held_out = split_names(names, cfg.val_size)
     model = Model.new(cfg, Tokenizer.from_names(names))
-    say(f'training a {cfg.denoiser} ({len(flatten(model.params)):,} parameters) on '
-        f'{len(train_names):,} names ({len(held_out):,} held out) for {cfg.steps} steps of '
-        f'{cfg.batch_size}')
-    with Workers(processes(min(n_workers, cfg.batch_size))) as workers:
+    with Signals() as stop, Workers(processes(min(n_workers, cfg.batch_size))) as workers:
+        say(f'training a {cfg.model} {cfg.denoiser} ({len(flatten(model.params)):,} parameters) '
+            f'on {len(train_names):,} names ({len(held_out):,} held out) for {cfg.steps} steps '
+            f'of {cfg.batch_size}')
         run_training(model, train_names, held_out, fingerprint(train_names), checkpoint,
-                     workers)
+                     workers, stop=stop)
     return model
 
 
@@ -1350,10 +1353,10 @@ def resume(args):
         raise UserError(f'{args.checkpoint}: already trained for {cfg.steps} steps; pass '
                         '--steps with a larger total to continue')
     check_writable(args.checkpoint)
-    say(f'resuming {args.checkpoint} at step {state["step"]} of {cfg.steps}')
-    with Workers(processes(min(args.workers, cfg.batch_size))) as workers:
+    with Signals() as stop, Workers(processes(min(args.workers, cfg.batch_size))) as workers:
+        say(f'resuming {args.checkpoint} at step {state["step"]} of {cfg.steps}')
         run_training(model, train_names, held_out, state['data_fingerprint'], args.checkpoint,
-                     workers, state)
+                     workers, state, stop=stop)
     say(f'saved {args.checkpoint}')
     return 0
 
@@ -1471,7 +1474,7 @@ def run_forward(args):
 
 def run_bench(args):
     """Figures for the current configuration, on this machine, in one process."""
-    names = load_names(DEFAULT_DATA, Config.block_size)
+    names = load_names(args.data)
     # A step's cost depends on the weights (how many ReLU units are alive): time trained ones.
     if os.path.exists(args.checkpoint):
         model, _ = load_checkpoint(args.checkpoint)
@@ -1480,9 +1483,13 @@ def run_bench(args):
         model = Model.new(Config(), Tokenizer.from_names(names))
         weights = 'freshly initialised weights (train first: trained ones cost differently)'
     cfg, tok, frozen = model.cfg, model.tok, model.frozen()
-    check_vocabulary(names, tok, DEFAULT_DATA)
+    names = [n for n in names if len(n) <= longest(cfg) and set(n) <= set(tok.chars)]
+    if not names:
+        raise UserError(f'{args.data}: has no name this model can hold; pass --data')
     adam = Adam(flatten(model.params), cfg)
-    picks = random.Random(0).sample(names, args.repeats)
+    rng = random.Random(0)  # the same names each run; with replacement if there are too few
+    picks = (rng.sample(names, args.repeats) if args.repeats <= len(names)
+             else [rng.choice(names) for _ in range(args.repeats)])
     print(f'bench: {cfg.denoiser} with {len(adam.values):,} parameters, {weights}, batch size 1, '
           f'{sys.implementation.name} {sys.version.split()[0]}')
     masked, everywhere = [tok.MASK] * cfg.block_size, list(range(cfg.block_size))

@@ -4,9 +4,11 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -324,6 +326,119 @@ class BadInputTest(Folder):
                          r'^error: training diverged at step \d+ .* is untouched; '
                          'try a smaller --lr$')
         self.assertEqual(self.snapshot(self.model), before)
+
+
+
+class ReliabilityTest(Folder):
+    """Nothing clobbered, nothing lost: checkpoint paths, signals, workers, stderr, memory."""
+
+    def train_args(self, checkpoint, *more):
+        return ['train', '--data', self.data, '--denoiser', 'mlp', '--checkpoint', checkpoint,
+                *more]
+
+    def start(self, checkpoint, *more):
+        """A training run in the background, once its first line is out."""
+        process = subprocess.Popen([sys.executable, SCRIPT, *self.train_args(checkpoint, *more)],
+                                   stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        process.first_line = process.stderr.readline()
+        return process
+
+    def test_the_checkpoint_is_only_ever_a_regular_file(self):
+        fifo = self.path('fifo')
+        os.mkfifo(fifo)
+        readonly = self.write('readonly.json', 'keep me')
+        os.chmod(readonly, 0o444)
+        for path, message in ((fifo, 'not a regular file'), (readonly, 'read-only'),
+                              ('', 'give a file name'), (self.path('out') + '/', 'give a file')):
+            result = run(*self.train_args(path, '--steps', '2'))
+            self.assertEqual(result.returncode, 1, result.stderr)
+            self.assertEqual(result.stderr.count('\n'), 1, result.stderr)
+            self.assertIn(message, result.stderr)
+        self.assertTrue(stat.S_ISFIFO(os.stat(fifo).st_mode))
+        with open(readonly) as f:
+            self.assertEqual(f.read(), 'keep me')
+        target, link = self.write('target.json', ''), self.path('link.json')
+        os.chmod(target, 0o600)
+        os.symlink(target, link)
+        result = run(*self.train_args(link, '--steps', '2', '--workers', '1'))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertTrue(os.path.islink(link))  # the link is followed, its target replaced
+        self.assertEqual(stat.S_IMODE(os.stat(target).st_mode), 0o600)
+        with open(target) as f:
+            self.assertEqual(json.load(f)['training']['step'], 2)
+
+    def test_sigterm_mid_step_saves_the_last_step(self):
+        # a step of 3,000 names takes seconds: the signal is acted on between names
+        checkpoint = self.path('run.json')
+        process = self.start(checkpoint, '--steps', '5', '--batch-size', '3000', '--workers', '2')
+        self.assertIn('training a', process.first_line)
+        time.sleep(0.5)
+        sent = time.perf_counter()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        self.assertLess(time.perf_counter() - sent, 20)
+        self.assertEqual(process.returncode, 128 + signal.SIGTERM, err)
+        self.assertNotIn('Traceback', err)
+        self.assertIn(f'interrupted: step 0 saved in {checkpoint}; continue with', err)
+        self.assertIn(f'--resume --checkpoint {checkpoint}', err)
+        with open(checkpoint) as f:
+            self.assertEqual(json.load(f)['training']['step'], 0)
+
+    @unittest.skipUnless(os.path.exists('/proc/self/task'), 'needs /proc to find the workers')
+    def test_workers_end_with_their_parent(self):
+        process = self.start(self.path('run.json'), '--steps', '5', '--batch-size', '3000',
+                             '--workers', '2')
+        time.sleep(0.5)
+        with open(f'/proc/{process.pid}/task/{process.pid}/children') as f:
+            workers = [int(pid) for pid in f.read().split()]
+        self.assertEqual(len(workers), 2)
+        process.kill()
+        process.wait()
+
+        def alive(pid):
+            try:
+                with open(f'/proc/{pid}/stat') as f:
+                    return f.read().rsplit(')', 1)[1].split()[0] not in 'ZX'
+            except FileNotFoundError:
+                return False
+        deadline = time.perf_counter() + 10
+        while any(map(alive, workers)) and time.perf_counter() < deadline:
+            time.sleep(0.1)
+        self.assertFalse(any(map(alive, workers)))
+
+    def test_a_closed_stderr_and_a_vanished_folder(self):
+        checkpoint = self.path('run.json')
+        process = self.start(checkpoint, '--steps', '300', '--workers', '1')
+        process.stderr.close()  # as `train ... 2>&1 | head -1` does
+        self.assertEqual(process.wait(timeout=60), 0)
+        with open(checkpoint) as f:
+            self.assertEqual(json.load(f)['training']['step'], 300)
+        folder = self.path('gone')
+        os.mkdir(folder)
+        process = self.start(os.path.join(folder, 'run.json'), '--steps', '600', '--workers', '1')
+        os.rmdir(folder)
+        _, err = process.communicate(timeout=60)
+        self.assertEqual(process.returncode, 1)
+        self.assertNotIn('Traceback', err)
+        self.assertRegex(err.strip().split('\n')[-1],
+                         r'^error: .*run.json: could not save step \d+ .*; nothing was saved$')
+
+    def test_sample_streams_however_many(self):
+        process = subprocess.Popen([sys.executable, SCRIPT, 'sample', '--checkpoint', self.model,
+                                    '--num', '1000000000'], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        names = [process.stdout.readline() for _ in range(3)]
+        process.stdout.close()  # as `| head -3` does
+        self.assertEqual(process.wait(timeout=60), 0)
+        self.assertNotIn('Traceback', process.stderr.read())
+        process.stderr.close()
+        self.assertTrue(all(name.endswith('\n') for name in names))
+
+    def test_bench_on_a_small_data_file(self):
+        result = run('bench', '--checkpoint', self.model, '--data', self.data, '--repeats', '40')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('graph per training step', result.stdout)
 
 
 if __name__ == '__main__':
