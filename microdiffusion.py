@@ -657,9 +657,15 @@ def fingerprint(names):
     return hashlib.sha256('\n'.join(names).encode('utf-8')).hexdigest()[:16]
 
 
+def marks(tok):
+    """How traces draw (MASK, PAD): '_' and '.', or other marks where the data has those."""
+    return ('_' if '_' not in tok.chars else '▒'), ('.' if '.' not in tok.chars else '·')
+
+
 def show(tokens, tok):
-    """A sequence as text for traces: MASK as '_', PAD as '.'."""
-    return ''.join(['_' if t == tok.MASK else '.' if t == tok.PAD else tok.chars[t]
+    """A sequence as text for traces, MASK and PAD drawn as marks(tok)."""
+    mask_mark, pad_mark = marks(tok)
+    return ''.join([mask_mark if t == tok.MASK else pad_mark if t == tok.PAD else tok.chars[t]
                     for t in tokens])
 
 
@@ -833,7 +839,7 @@ class Signals:
 
 
 def run_training(model, train_names, val_names, data_fingerprint, checkpoint, workers,
-                 state=None, stop_after=None, stop=lambda: 0):
+                 state=None, stop_after=None, stop=lambda: 0, data=None):
     """Train model.params in place up to model.cfg.steps (continuing from `state`), showing
     progress and saving the checkpoint at every validation and at the end.
 
@@ -853,7 +859,7 @@ def run_training(model, train_names, val_names, data_fingerprint, checkpoint, wo
 
     def save():
         training = {'step': step, 'settings': asdict(cfg), 'data_fingerprint': data_fingerprint,
-                    'adam_t': adam.t, 'adam_m': adam.m, 'adam_v': adam.v}
+                    'data': data, 'adam_t': adam.t, 'adam_m': adam.m, 'adam_v': adam.v}
         try:
             save_checkpoint(checkpoint, model, training)
         except OSError as e:
@@ -1222,7 +1228,8 @@ def available_cpus():
         return os.cpu_count() or 1
 
 
-TRAIN_SETTINGS = ('model', 'steps', 'batch_size', 'lr', 'seed', 'denoiser')
+TRAIN_SETTINGS = ('model', 'steps', 'batch_size', 'lr', 'seed', 'denoiser', 'n_embd', 'n_head',
+                  'n_layer', 'block_size', 'mlp_hidden')
 SAMPLE_SETTINGS = ('steps', 'temp_start', 'temp_end', 'temperature', 'remask', 'order')
 # What a left-to-right sampler (GPT's, or --order left-to-right) has no use for: it draws every
 # position at the one --temperature, and decides positions in order, not by confidence.
@@ -1278,6 +1285,8 @@ def build_parser():
     forward = commands.add_parser('forward', help='show the forward (masking) process on a name')
     forward.add_argument('name')
     forward.add_argument('--seed', type=int, default=0)
+    forward.add_argument('--block-size', type=setting(LIMITS['block_size']),
+                         default=Config.block_size, help=f'positions ({Config.block_size})')
 
     bench = commands.add_parser('bench', help='time training steps, forward passes, samples')
     bench.add_argument('--checkpoint', **dict(checkpoint, help='time these weights if the '
@@ -1300,17 +1309,19 @@ def run_lab(args):
     return 0
 
 
-def train_new(cfg, names, checkpoint, n_workers):
+def train_new(cfg, names, checkpoint, n_workers, data=DEFAULT_DATA):
     """A fresh model trained on names, saved to checkpoint."""
     check_writable(checkpoint)
     train_names, held_out = split_names(names, cfg.val_size)
     model = Model.new(cfg, Tokenizer.from_names(names))
     with Signals() as stop, Workers(processes(min(n_workers, cfg.batch_size))) as workers:
-        say(f'training a {cfg.model} {cfg.denoiser} ({len(flatten(model.params)):,} parameters) '
-            f'on {len(train_names):,} names ({len(held_out):,} held out) for {cfg.steps} steps '
-            f'of {cfg.batch_size}')
+        shape = (f'{cfg.n_layer} layers of {cfg.n_embd}, {cfg.n_head} heads' if cfg.denoiser ==
+                 'transformer' else f'{cfg.mlp_hidden} hidden units')
+        say(f'training a {cfg.model} {cfg.denoiser} ({shape}, {cfg.block_size} positions; '
+            f'{len(flatten(model.params)):,} parameters) on {len(train_names):,} names '
+            f'({len(held_out):,} held out) for {cfg.steps} steps of {cfg.batch_size}')
         run_training(model, train_names, held_out, fingerprint(train_names), checkpoint,
-                     workers, stop=stop)
+                     workers, stop=stop, data=os.path.abspath(data))
     return model
 
 
@@ -1321,8 +1332,23 @@ def run_train(args):
                     if getattr(args, name) is not None})
     if cfg.model == 'gpt' and cfg.denoiser != 'transformer':
         raise UserError('--denoiser mlp: a GPT is the transformer, reading left to right')
+    if cfg.n_embd % cfg.n_head:
+        raise UserError(f'--n-embd {cfg.n_embd} must be a multiple of --n-head {cfg.n_head}: '
+                        'each head takes n_embd / n_head of the numbers')
     check_writable(args.checkpoint)
-    train_new(cfg, load_names(args.data, longest(cfg)), args.checkpoint, args.workers)
+    if args.block_size is None:  # the longest name and one PAD (or a GPT's start token)
+        names = load_names(args.data)
+        cfg.block_size = max(map(len, names)) + 1
+        if not fits(cfg.block_size, LIMITS['block_size']):
+            raise UserError(f'{args.data}: its longest line has {cfg.block_size - 1} characters; '
+                            f'at most {LIMITS["block_size"][2] - 1} fit')
+    else:
+        names = load_names(args.data, longest(cfg))
+    shapes = DENOISERS[cfg.denoiser][0](cfg, len(set(''.join(names))) + 2)
+    if sum(rows * columns for rows, columns in shapes.values()) > MAX_PARAMS:
+        raise UserError(f'that model would have more than {MAX_PARAMS:,} parameters; choose a '
+                        'smaller --n-embd, --n-layer or --mlp-hidden')
+    train_new(cfg, names, args.checkpoint, args.workers, args.data)
     say(f'saved {args.checkpoint}')
     return 0
 
@@ -1356,7 +1382,7 @@ def resume(args):
     with Signals() as stop, Workers(processes(min(args.workers, cfg.batch_size))) as workers:
         say(f'resuming {args.checkpoint} at step {state["step"]} of {cfg.steps}')
         run_training(model, train_names, held_out, state['data_fingerprint'], args.checkpoint,
-                     workers, state, stop=stop)
+                     workers, state, stop=stop, data=os.path.abspath(args.data))
     say(f'saved {args.checkpoint}')
     return 0
 
@@ -1394,7 +1420,8 @@ def run_sample(args):
         for number, (name, trace) in enumerate(
                 sample_names(model, args.num, args.seed, how, workers, args.trace), start=1):
             if trace is not None:
-                say(f'name {number}: reverse process ("_" is MASK, "." is PAD)')
+                say(f'name {number}: reverse process ("{{}}" is MASK, "{{}}" is PAD)'
+                    .format(*marks(model.tok)))
                 for i, t, T, tokens in trace:
                     say(f'  step {i:3d}  t={t:.3f}  T={T:.3f}  {show(tokens, model.tok)}')
             print(name, flush=True)
@@ -1433,12 +1460,15 @@ def run_eval(args):
     if args.data:
         sets = [(path, load_names(path, longest(model.cfg))) for path in args.data]
     else:
-        names = load_names(DEFAULT_DATA, longest(model.cfg))
-        train_names, held_out = split_names(names, Config.val_size)
+        data = state.get('data') if state else None  # the file it was trained on
+        data = data if isinstance(data, str) and os.path.isfile(data) else DEFAULT_DATA
+        names = load_names(data, longest(model.cfg))
+        train_names, held_out = split_names(names, state['settings']['val_size'] if state
+                                            else Config.val_size)
         if state is None or fingerprint(train_names) != state['data_fingerprint']:
-            raise UserError(f'{args.checkpoint} was not trained on {DEFAULT_DATA}, so its '
-                            'validation split is unknown; pass --data FILE')
-        sets = [(f'{os.path.basename(DEFAULT_DATA)} validation split', held_out)]
+            raise UserError(f'{args.checkpoint}: its training data is not at hand ({data} is '
+                            'other data), so its validation split is unknown; pass --data FILE')
+        sets = [(f'{os.path.basename(data)} validation split', held_out)]
     everything, all_estimates = [], []
     with Workers(processes(args.workers)) as workers:
         for label, names in sets:
@@ -1457,13 +1487,13 @@ def run_eval(args):
 
 
 def run_forward(args):
-    name, block_size = args.name.strip(), Config.block_size
+    name, block_size = args.name.strip(), args.block_size
     if not name or len(name) > block_size:
         raise UserError(f'give a name of 1 to {block_size} characters, not {args.name!r}')
     tok = Tokenizer.from_names([name])
     tokens = tok.encode(name, block_size)
     print(f'forward process on {name!r}: each of the {block_size} positions (PAD included) '
-          'is masked with probability t ("_" is MASK, "." is PAD)')
+          'is masked with probability t ("{}" is MASK, "{}" is PAD)'.format(*marks(tok)))
     for tenth in range(11):
         # the same seed at every t: a position masked at one level stays masked above it
         noisy = mask(tokens, tenth / 10, tok.MASK, random.Random(args.seed))

@@ -197,6 +197,33 @@ class ContractTest(Folder):
         self.assertIn('-> ', result.stdout)  # pdb stopped, and answered in the main process:
         self.assertIn("True\n(Pdb) 'MainProcess'", result.stdout)
 
+    def test_your_own_words_and_model_size(self):
+        # words up to 24 characters, with capitals, a hyphen, an apostrophe, '_' and '.'
+        words = ['Jean-Pierre', 'Anne-Marie-Louise-Claire', "O'Neill", 'snake_case', 'e.g.',
+                 'Mary-Kate', 'Jo', 'Bartholomew-Fitzgerald', 'Zoë', 'Ann', 'Mont-Saint-Michel',
+                 'Ana', 'Lee', 'Bo', 'Kai'] * 2
+        data = self.write('words.txt', '\n'.join(words) + '\n')
+        model = self.path('words.json')
+        tiny = ['--n-embd', '8', '--n-head', '2', '--n-layer', '1', '--batch-size', '2']
+        result = run('train', '--data', data, '--steps', '3', '--checkpoint', model, *tiny)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('(1 layers of 8, 2 heads, 25 positions; ', result.stderr)  # 24 + one PAD
+        with open(model) as f:
+            self.assertEqual(json.load(f)['config']['block_size'], 25)
+        resumed = run('train', '--resume', '--data', data, '--steps', '5', '--checkpoint', model)
+        self.assertEqual(resumed.returncode, 0, resumed.stderr)
+        result = run('sample', '--checkpoint', model, '--num', '3', '--trace')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('("▒" is MASK, "·" is PAD)', result.stderr)  # '_' and '.' are letters here
+        self.assertEqual(len(result.stdout.split('\n')), 4)
+        result = run('eval', '--checkpoint', model)  # the held-out split of words.txt
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('words.txt validation split', result.stdout)
+        self.assertRegex(result.stdout, r'\(1 names,')  # a tenth of 15 distinct words
+        short = run('train', '--data', data, '--block-size', '20', '--checkpoint', model)
+        self.assertEqual(short.returncode, 1)
+        self.assertIn("line 2: 'Anne-Marie-Louise-Claire' has 24 characters", short.stderr)
+
     def test_bench(self):
         result = run('bench', '--repeats', '3')
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -302,7 +329,13 @@ class BadInputTest(Folder):
                   (self.train(self.data) + ['--model', 'gpt', '--denoiser', 'mlp'],
                    'a GPT is the transformer'),
                   (sample + ['--order', 'left-to-right', '--remask', 'random'], '--remask: '),
-                  (sample + ['--order', 'sideways'], '--order')]
+                  (sample + ['--order', 'sideways'], '--order'),
+                  (self.train(self.data) + ['--n-head', '0'], '--n-head: 0 is below the minimum'),
+                  (self.train(self.data) + ['--n-layer', '100000'], 'above the maximum, 64'),
+                  (self.train(self.data) + ['--n-embd', '12', '--n-head', '5'],
+                   'must be a multiple of --n-head 5'),
+                  (self.train(self.data) + ['--n-embd', '1024', '--n-layer', '64'],
+                   'more than 2,000,000 parameters')]
         for args, message in cases:
             with self.subTest(args=args):
                 self.assert_refused(args, message)

@@ -101,6 +101,13 @@ class DataTest(unittest.TestCase):
         with self.assertRaisesRegex(md.UserError, 'line 2: .* has 17 characters'):
             md.load_names(path, 16)
 
+    def test_line_endings_and_byte_order_marks(self):
+        path = self.write(b'\xef\xbb\xbfemma\rzoe\r\nava\n\xef\xbb\xbfmia\r', 'wb')
+        self.assertEqual(md.load_names(path, 16), ['emma', 'zoe', 'ava', 'mia'])
+        path = self.write(b'emma\r' + b'x' * 17 + b'\r', 'wb')
+        with self.assertRaisesRegex(md.UserError, 'line 2: .* has 17 characters'):
+            md.load_names(path, 16)
+
     def test_split_is_fixed_and_ignores_order(self):
         names = [f'name{i}' for i in range(300)]
         train, held = md.split_names(names, 1000)
@@ -644,11 +651,36 @@ class CheckpointTest(unittest.TestCase):
                  (variant(lambda d: d.update(chars=['a', 'a'])), 'chars'),
                  (json.dumps(good).replace(str(good['params']['wpe'][0][0]), 'NaN', 1),
                   'not a finite number')]
+        with_state = json.loads(json.dumps(good))
+        model = md.Model.new(cfg, tok)
+        n = len(md.flatten(model.params))
+        with_state['training'] = {'step': 1, 'settings': dataclasses.asdict(cfg), 'adam_t': 1,
+                                  'data_fingerprint': 'x', 'adam_m': [0.0] * n, 'adam_v': [0.0] * n}
+
+        def training(**settings):
+            doc = json.loads(json.dumps(with_state))
+            doc['training']['settings'].update(settings)
+            return json.dumps(doc)
+        cases += [(training(t_min=-0.5), 't_min = -0.5 is out of range'),
+                  (training(beta2=1.5), 'beta2'), (training(val_every=0), 'val_every'),
+                  (variant(lambda d: d['config'].update(n_layer=10_000_000)), 'n_layer'),
+                  (variant(lambda d: d['config'].update(n_embd=1024, n_layer=64)),
+                   'more than 2,000,000 parameters'),
+                  ('{"a": ' + '1' * 5000 + '}', 'JSON'), ('[' * 100_000, 'not JSON'),
+                  (json.dumps(good).replace(str(good['params']['wpe'][0][0]), '1e308', 1),
+                   'at most 1e6')]
         for text, message in cases:
             with open(self.path, 'w') as f:
                 f.write(text)
             with self.assertRaisesRegex(md.UserError, message):
                 md.load_checkpoint(self.path)
+        # a checkpoint written by another tool: just chars (here one string), config, params
+        minimal = {'chars': ''.join(tok.chars), 'config': good['config'], 'params': good['params']}
+        with open(self.path, 'w') as f:
+            json.dump(minimal, f)
+        loaded, state = md.load_checkpoint(self.path)
+        self.assertIsNone(state)
+        self.assertEqual(md.as_floats(loaded.params), good['params'])
 
 
 class TrainingTest(unittest.TestCase):
