@@ -610,6 +610,14 @@ def say(text):
     try:
         print(text, file=sys.stderr, flush=True)
     except (OSError, ValueError):
+        stderr_gone()
+
+
+def stderr_gone():
+    """Point stderr at the null device, so that nothing, not even Python at exit, fails on it."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    except OSError:
         pass
 
 
@@ -844,8 +852,8 @@ def run_training(model, train_names, val_names, data_fingerprint, checkpoint, wo
     progress and saving the checkpoint at every validation and at the end.
 
     Once stop() names a signal (see Signals), the step under way is abandoned (Adam untouched),
-    the last finished one saved, and Interrupted raised. A loss that is not finite raises UserError, the checkpoint left as it
-    was. stop_after (tests) ends the run early, saved.
+    the last finished one saved, and Interrupted raised. A loss that is not finite raises
+    UserError, the checkpoint left as it was. stop_after (tests) ends the run early, saved.
     """
     cfg = model.cfg
     adam = Adam(flatten(model.params), cfg)
@@ -939,7 +947,7 @@ class Progress:
             sys.stderr.write(text)
             sys.stderr.flush()
         except (OSError, ValueError):  # stderr is gone: the work goes on without it
-            pass
+            stderr_gone()
 
 
 # --- Checkpoints -----------------------------------------------------------------------------
@@ -1013,7 +1021,8 @@ def load_checkpoint(path):
         raise UserError(f'{path}: cannot be read as a checkpoint ({e})') from None
     except (ValueError, RecursionError) as e:  # bad JSON, a 5,000-digit number, deep nesting
         reason = 'nested too deeply' if isinstance(e, RecursionError) else str(e)[:80]
-        raise UserError(f'{path}: is not a microdiffusion checkpoint (not JSON: {reason})') from None
+        raise UserError(f'{path}: is not a microdiffusion checkpoint (not JSON: {reason})') \
+            from None
 
     def bad(what):
         return UserError(f'{path}: not a valid microdiffusion checkpoint ({what})')
@@ -1446,14 +1455,15 @@ def score_line(model, names, label, workers):
         return f'{label}: none it can score'
     kind = 'gpt' if model.cfg.model == 'gpt' else 'random orders'
     mean = statistics.fmean(nelbo_estimates(model, fit, 0, workers, kind))
-    left_out = f' ({len(names) - len(fit)} it cannot hold left out)' if len(fit) < len(names) else ''
+    left_out = f' ({len(names) - len(fit)} it cannot hold left out)' * (len(fit) < len(names))
     return f'{label} {mean:.2f} nats/name{left_out}'
 
 
 def run_eval(args):
     model, state = load_checkpoint(args.checkpoint)
     if model.cfg.model == 'gpt' or args.order == 'left-to-right':
-        kind, what = ('gpt', 'GPT') if model.cfg.model == 'gpt' else ('left-to-right', 'left to right')
+        gpt = model.cfg.model == 'gpt'
+        kind, what = ('gpt', 'GPT') if gpt else ('left-to-right', 'left to right')
         title, how = f'NLL ({what}, exact)', 'exact, by the chain rule'
     else:
         kind, title, how = 'random orders', 'NELBO', f'one random order each, seed {args.seed}'

@@ -171,7 +171,8 @@ class ContractTest(Folder):
         self.assertIn('val NLL', result.stderr)
         result = run('eval', '--checkpoint', gpt, '--data', self.data)
         self.assertRegex(result.stdout.strip().split('\n')[-1],
-                         r'^NLL \(GPT, exact\) \d+\.\d+ nats/name  \d+\.\d+ bits/char  \(36 names\)$')
+                         r'^NLL \(GPT, exact\) \d+\.\d+ nats/name  \d+\.\d+ bits/char  '
+                         r'\(36 names\)$')
         names = run('sample', '--checkpoint', gpt, '--num', '6', '--pattern', 'ja*').stdout.split()
         self.assertEqual(len(names), 6)
         self.assertTrue(all(n.startswith('ja') and len(n) < 16 for n in names), names)
@@ -322,7 +323,7 @@ class BadInputTest(Folder):
         cases += [(['fly'], "invalid choice: 'fly'"),
                   (['sample', '--colour'], 'unrecognized arguments: --colour'),
                   (sample + ['--remask', 'sometimes'], '--remask'),
-                  (sample + ['--pattern', 'a' * 17], 'names have at most 10'),  # its data's longest + 1
+                  (sample + ['--pattern', 'a' * 17], 'names have at most 10'),  # longest + 1
                   (sample + ['--pattern', 'zo_'], "'z' not in the vocabulary"),
                   (sample + ['--pattern', 'a*b'], "only come last"),
                   (['forward', 'a' * 17], '1 to 16 characters'),
@@ -359,7 +360,6 @@ class BadInputTest(Folder):
                          r'^error: training diverged at step \d+ .* is untouched; '
                          'try a smaller --lr$')
         self.assertEqual(self.snapshot(self.model), before)
-
 
 
 class ReliabilityTest(Folder):

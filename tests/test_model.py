@@ -364,7 +364,6 @@ class DiffusionTest(unittest.TestCase):
     def test_nelbo_bounds_a_trained_model_below_uniform(self):
         cfg, tok = tiny()
         model = md.Model.new(cfg, tok)
-        floats = md.as_floats(model.params)
         tokens = tok.encode('emma', cfg.block_size)
         estimates = [md.nelbo(model.frozen(), tokens, random.Random(s))
                      for s in range(4)]
@@ -410,7 +409,6 @@ class SamplerTest(unittest.TestCase):
     def test_an_idle_step_would_change_nothing(self):
         cfg, tok = tiny()
         model = md.Model.new(cfg, tok)
-        floats = md.as_floats(model.params)
         seq = tok.encode('emma', cfg.block_size)
         seq[1] = seq[2] = seq[9] = tok.MASK
         candidates = [list(range(tok.vocab_size - 2)) + [tok.PAD]] * cfg.block_size
@@ -481,7 +479,6 @@ class SamplerTest(unittest.TestCase):
     def test_pattern(self):
         cfg, tok = tiny()
         model = md.Model.new(cfg, tok)
-        floats = md.as_floats(model.params)
         letters = set(range(len(tok.chars)))
         for pattern in ('m_r__', 'ka*', '_', '*', 'emma'):
             template, candidates = md.parse_pattern(pattern, tok, cfg.block_size)
