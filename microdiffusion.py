@@ -1227,7 +1227,8 @@ def add_settings(parser, names, limits, defaults):
     for name in names:
         rule, flag = limits[name], '--' + name.replace('_', '-')
         kind = dict(choices=rule) if isinstance(rule[0], str) else dict(type=setting(rule))
-        parser.add_argument(flag, help=f'({getattr(defaults, name)})', **kind)
+        default = 'the longest name + 1' if name == 'block_size' else getattr(defaults, name)
+        parser.add_argument(flag, help=f'({default})', **kind)
 
 
 def available_cpus():
@@ -1257,7 +1258,8 @@ def build_parser():
     checkpoint = dict(default=DEFAULT_CHECKPOINT, help='the model file (model.json)')
 
     train = commands.add_parser('train', help='train a model and save a checkpoint')
-    train.add_argument('--data', default=DEFAULT_DATA, help='names, one per line (names.txt)')
+    train.add_argument('--data', default=DEFAULT_DATA, help='names, one per line (names.txt); '
+                       'the block size follows its longest, unless --block-size is given')
     add_settings(train, TRAIN_SETTINGS, LIMITS, Config)
     train.add_argument('--checkpoint', **checkpoint)
     train.add_argument('--resume', action='store_true',
@@ -1266,7 +1268,10 @@ def build_parser():
         'processes (default: every CPU, but one under PyPy, where that is faster; results '
         'do not depend on it)')))
 
-    sample = commands.add_parser('sample', help='print new names from a checkpoint')
+    sample = commands.add_parser('sample', help='print new names from a checkpoint',
+                                 description='A GPT checkpoint, or --order left-to-right, '
+                                 'draws one position at a time at --temperature, and refuses '
+                                 '--temp-start, --temp-end and --remask.')
     sample.add_argument('--checkpoint', **checkpoint)
     sample.add_argument('--num', type=setting((int, 1, 10**15)), default=20,
                         help='how many names (20)')
