@@ -559,6 +559,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import statistics
 import sys
@@ -566,6 +567,7 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict
+from xml.sax.saxutils import escape
 
 from value import topological_order
 
@@ -862,12 +864,17 @@ def run_training(model, train_names, val_names, data_fingerprint, checkpoint, wo
         step = saved_at = state['step']
         adam.t, adam.m, adam.v = state['adam_t'], state['adam_m'], state['adam_v']
     batches, progress = Batches(train_names, cfg), Progress(cfg.steps, 'step', step)
-    smooth = weight = 0.0
+    smooth, weight = state.get('smoothed', [0.0, 0.0]) if state else (0.0, 0.0)
     val = None
+    # The run's curve: [step, loss, smoothed loss, validation or None, seconds], about 400 rows
+    history = list(state.get('history', [])) if state else []
+    began = time.perf_counter() - (history[-1][4] if history else 0.0)
+    every = max(1, cfg.steps // 400)
 
     def save():
         training = {'step': step, 'settings': asdict(cfg), 'data_fingerprint': data_fingerprint,
-                    'data': data, 'adam_t': adam.t, 'adam_m': adam.m, 'adam_v': adam.v}
+                    'data': data, 'adam_t': adam.t, 'adam_m': adam.m, 'adam_v': adam.v,
+                    'history': history, 'smoothed': [smooth, weight]}
         try:
             save_checkpoint(checkpoint, model, training)
         except OSError as e:
@@ -889,8 +896,13 @@ def run_training(model, train_names, val_names, data_fingerprint, checkpoint, wo
             step += 1
             smooth, weight = 0.98 * smooth + 0.02 * loss, 0.98 * weight + 0.02
             detail = f'loss {loss:.3f}  smooth {smooth / weight:.3f}'
-            if val_names and (step % cfg.val_every == 0 or step == cfg.steps):
+            validated = val_names and (step % cfg.val_every == 0 or step == cfg.steps)
+            if validated:
                 val = statistics.fmean(validation(model, val_names[:cfg.val_names], workers))
+            if validated or step % every == 0 or step == cfg.steps:
+                history.append([step, loss, smooth / weight, val if validated else None,
+                                round(time.perf_counter() - began, 3)])
+            if validated:
                 save()
                 saved_at = step
             if val is not None:
@@ -902,7 +914,7 @@ def run_training(model, train_names, val_names, data_fingerprint, checkpoint, wo
         progress.finish()
     if stop() and step < cfg.steps:
         raise Interrupted(stop(), step)
-    return step
+    return history
 
 
 def validation(model, names, workers):
@@ -1102,6 +1114,14 @@ def check_training_state(training, n_params, bad):
         if not (isinstance(training.get(key), list) and len(training[key]) == n_params
                 and numbers(training[key], 1e12)):
             raise bad(f'"training" {key} must hold {n_params} finite numbers')
+    smoothed = training.setdefault('smoothed', [0.0, 0.0])  # older checkpoints kept neither
+    if not (isinstance(smoothed, list) and len(smoothed) == 2 and numbers(smoothed, 1e12)):
+        raise bad('"training" smoothed must be [average, weight]')
+    history = training.setdefault('history', [])
+    if not (isinstance(history, list) and len(history) <= 10**6 and all(
+            isinstance(row, list) and len(row) == 5 and fits(row[0], (int, 1, 10**9))
+            and numbers([x for x in row[1:] if x is not None], 1e12) for row in history)):
+        raise bad('"training" history must be rows of [step, loss, smoothed, validation, seconds]')
 
 
 # --- Evaluation and reports ------------------------------------------------------------------
@@ -1194,6 +1214,111 @@ def check_vocabulary(names, tok, label):
                             'vocabulary lacks, so its probability is 0')
 
 
+# --- Pictures: the training curve and the reverse process -----------------------------------
+
+def curve_chart(history, width=60, height=10):
+    """A text chart of a run's history: the smoothed loss (·) and validation (o) by step."""
+    points = [(row[0], row[2], '·') for row in history]
+    points += [(row[0], row[3], 'o') for row in history if row[3] is not None]
+    low, high = min(p[1] for p in points), max(p[1] for p in points)
+    last, span = history[-1][0], (high - low) or 1.0
+    grid = [[' '] * width for _ in range(height)]
+    for step, value, mark in points:
+        x, y = round((step / last) * (width - 1)), round((high - value) / span * (height - 1))
+        if grid[y][x] != 'o':
+            grid[y][x] = mark
+    lines = [f'{high - span * r / (height - 1):7.2f} |' + ''.join(row)
+             for r, row in enumerate(grid)]
+    return lines + ['        +' + '-' * width, f'         step 0{str(last):>{width - 6}}',
+                    '         · smoothed loss   o validation (nats per name)']
+
+
+def curve_svg(history):
+    """The same chart as a self-contained SVG picture."""
+    w, h, pad = 600, 300, 50
+    values = [row[2] for row in history] + [row[3] for row in history if row[3] is not None]
+    low, high, last = min(values), max(values), history[-1][0]
+    span = (high - low) or 1.0
+
+    def xy(step, value):
+        return pad + step / last * (w - 2 * pad), h - pad - (value - low) / span * (h - 2 * pad)
+    loss = ' '.join('%.1f,%.1f' % xy(row[0], row[2]) for row in history)
+    dots = ''.join('<circle cx="%.1f" cy="%.1f" r="4" fill="#d62728"/>' % xy(row[0], row[3])
+                   for row in history if row[3] is not None)
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+            f'font-family="sans-serif" font-size="12"><rect width="{w}" height="{h}" fill="white"/>'
+            f'<polyline points="{loss}" fill="none" stroke="#1f77b4" stroke-width="1.5"/>{dots}'
+            f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>'
+            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>'
+            f'<text x="{pad}" y="{h - pad + 16}">0</text>'
+            f'<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">step {last}</text>'
+            f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{high:.1f}</text>'
+            f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{low:.1f}</text>'
+            f'<text x="{w / 2}" y="{pad - 20}" text-anchor="middle">smoothed loss (blue) and '
+            f'validation (red), nats per name</text></svg>\n')
+
+
+def frames(start, trace, tok):
+    """A name's states, from its start through every step of its trace, each as the name
+    reads: whatever follows its first PAD is not part of it, so it is drawn as PAD."""
+    states = [list(start)] + [tokens for _, _, _, tokens in trace]
+    ends = [state.index(tok.PAD) if tok.PAD in state else len(state) for state in states]
+    return [state[:end] + [tok.PAD] * (len(state) - end) for state, end in zip(states, ends)]
+
+
+def reverse_svg(rows, tok, seconds_per_frame=0.25):
+    """An animated SVG of the reverse process: each row a name's frames, shown in turn by
+    SVG's own animation (no script), the last one held, then again from the start."""
+    mask_mark, pad_mark = marks(tok)
+    count = max(len(row) for row in rows) + 6  # the finished names stay a while
+    width, height = 40 + 14 * len(rows[0][0]), 30 + 24 * len(rows)
+    groups = []
+    for k in range(count):
+        texts = []
+        for r, row in enumerate(rows):
+            spans = ''.join(
+                f'<tspan fill="#bbb">{escape(mask_mark)}</tspan>' if t == tok.MASK else
+                f'<tspan fill="#ddd">{escape(pad_mark)}</tspan>' if t == tok.PAD else
+                escape(tok.chars[t]) for t in row[min(k, len(row) - 1)])
+            texts.append(f'<text x="20" y="{30 + 24 * r}">{spans}</text>')
+        keys = f'0;{k / count:.4f};{(k + 1) / count:.4f};1' if k else f'0;{1 / count:.4f};1'
+        values = 'hidden;visible;hidden;hidden' if k else 'visible;hidden;hidden'
+        groups.append(f'<g visibility="hidden"><animate attributeName="visibility" '
+                      f'calcMode="discrete" values="{values}" keyTimes="{keys}" '
+                      f'dur="{count * seconds_per_frame:.2f}s" repeatCount="indefinite"/>'
+                      + ''.join(texts) + '</g>')
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'font-family="monospace" font-size="20" xml:space="preserve">'
+            f'<rect width="{width}" height="{height}" fill="white"/>{"".join(groups)}</svg>\n')
+
+
+def painted(tokens, tok, colour):
+    """A sequence for the terminal: MASK and PAD as marks(tok), dimmed where colour is on."""
+    mask_mark, pad_mark = marks(tok)
+    if colour:
+        mask_mark, pad_mark = f'\033[2;33m{mask_mark}\033[0m', f'\033[2m{pad_mark}\033[0m'
+    return ''.join([mask_mark if t == tok.MASK else pad_mark if t == tok.PAD else tok.chars[t]
+                    for t in tokens])
+
+
+def animate(block, fps):
+    """Draw a block of rows in place on stderr, frame by frame: each row holds one list of
+    painted frames per model, side by side; a finished row keeps its last frame."""
+    out = sys.stderr
+    out.write('\033[?25l')  # hide the cursor while drawing
+    try:
+        for k in range(max(len(frames) for row in block for frames in row)):
+            if k:
+                out.write(f'\033[{len(block)}A')  # back to the block's first line
+            for row in block:
+                out.write('\r\033[K' + '    '.join(f[min(k, len(f) - 1)] for f in row) + '\n')
+            out.flush()
+            time.sleep(1 / fps)
+    finally:
+        out.write('\033[0m\033[?25h')  # the terminal as it was
+        out.flush()
+
+
 # --- The command line ------------------------------------------------------------------------
 
 class Parser(argparse.ArgumentParser):
@@ -1262,6 +1387,8 @@ def build_parser():
                        'the block size follows its longest, unless --block-size is given')
     add_settings(train, TRAIN_SETTINGS, LIMITS, Config)
     train.add_argument('--checkpoint', **checkpoint)
+    train.add_argument('--curve', metavar='FILE', help='also write the training curve (the '
+                       'whole run\'s, after a --resume too) as an SVG picture')
     train.add_argument('--resume', action='store_true',
                        help='continue the run saved in --checkpoint, exactly where it stopped')
     train.add_argument('--workers', **dict(workers, default=TRAIN_PROCESSES, help=(
@@ -1282,6 +1409,14 @@ def build_parser():
     sample.add_argument('--stats', action='store_true',
                         help='new, unique and length figures against --data (stderr)')
     sample.add_argument('--data', default=DEFAULT_DATA, help='the training data, for --stats')
+    sample.add_argument('--animate', action='store_true', help='on a terminal, show the names '
+                        'developing in place on stderr (plain marks where NO_COLOR is set)')
+    sample.add_argument('--fps', type=setting((float, 0, 10**4)), default=12.0,
+                        help='frames a second for --animate (12)')
+    sample.add_argument('--compare', metavar='CHECKPOINT',
+                        help='with --animate: this model beside the first, the same seeds')
+    sample.add_argument('--svg', metavar='FILE', help='write the reverse process of the first '
+                        '8 names as an animated SVG picture')
     sample.add_argument('--score-with', metavar='CHECKPOINT', help='with --stats: the mean '
                         '-log p (or NELBO) of the samples and of held-out names under this model')
     sample.add_argument('--workers', **workers)
@@ -1323,7 +1458,7 @@ def run_lab(args):
     return 0
 
 
-def train_new(cfg, names, checkpoint, n_workers, data=DEFAULT_DATA):
+def train_new(cfg, names, checkpoint, n_workers, data=DEFAULT_DATA, curve=None):
     """A fresh model trained on names, saved to checkpoint."""
     check_writable(checkpoint)
     train_names, held_out = split_names(names, cfg.val_size)
@@ -1334,9 +1469,20 @@ def train_new(cfg, names, checkpoint, n_workers, data=DEFAULT_DATA):
         say(f'training a {cfg.model} {cfg.denoiser} ({shape}, {cfg.block_size} positions; '
             f'{len(flatten(model.params)):,} parameters) on {len(train_names):,} names '
             f'({len(held_out):,} held out) for {cfg.steps} steps of {cfg.batch_size}')
-        run_training(model, train_names, held_out, fingerprint(train_names), checkpoint,
-                     workers, stop=stop, data=os.path.abspath(data))
+        history = run_training(model, train_names, held_out, fingerprint(train_names),
+                               checkpoint, workers, stop=stop, data=os.path.abspath(data))
+    show_curve(history, curve)
     return model
+
+
+def show_curve(history, curve=None):
+    """The run's curve as a chart on stderr, and as an SVG picture if asked for."""
+    if history:
+        for line in curve_chart(history):
+            say(line)
+        if curve:
+            write_atomic(curve, curve_svg(history))
+            say(f'saved the training curve in {curve}')
 
 
 def run_train(args):
@@ -1349,7 +1495,9 @@ def run_train(args):
     if cfg.n_embd % cfg.n_head:
         raise UserError(f'--n-embd {cfg.n_embd} must be a multiple of --n-head {cfg.n_head}: '
                         'each head takes n_embd / n_head of the numbers')
-    check_writable(args.checkpoint)
+    for path in (args.checkpoint, args.curve):
+        if path is not None:
+            check_writable(path)
     if args.block_size is None:  # the longest name and one PAD (or a GPT's start token)
         names = load_names(args.data)
         cfg.block_size = max(map(len, names)) + 1
@@ -1362,7 +1510,7 @@ def run_train(args):
     if sum(rows * columns for rows, columns in shapes.values()) > MAX_PARAMS:
         raise UserError(f'that model would have more than {MAX_PARAMS:,} parameters; choose a '
                         'smaller --n-embd, --n-layer or --mlp-hidden')
-    train_new(cfg, names, args.checkpoint, args.workers, args.data)
+    train_new(cfg, names, args.checkpoint, args.workers, args.data, args.curve)
     say(f'saved {args.checkpoint}')
     return 0
 
@@ -1392,11 +1540,15 @@ def resume(args):
     if state['step'] >= cfg.steps:
         raise UserError(f'{args.checkpoint}: already trained for {cfg.steps} steps; pass '
                         '--steps with a larger total to continue')
-    check_writable(args.checkpoint)
+    for path in (args.checkpoint, args.curve):
+        if path is not None:
+            check_writable(path)
     with Signals() as stop, Workers(processes(min(args.workers, cfg.batch_size))) as workers:
         say(f'resuming {args.checkpoint} at step {state["step"]} of {cfg.steps}')
-        run_training(model, train_names, held_out, state['data_fingerprint'], args.checkpoint,
-                     workers, state, stop=stop, data=os.path.abspath(args.data))
+        history = run_training(model, train_names, held_out, state['data_fingerprint'],
+                               args.checkpoint, workers, state, stop=stop,
+                               data=os.path.abspath(args.data))
+    show_curve(history, args.curve)
     say(f'saved {args.checkpoint}')
     return 0
 
@@ -1429,18 +1581,42 @@ def run_sample(args):
         train_names, held_out = split_names(load_names(args.data, longest(model.cfg)),
                                             Config.val_size)
         scorer = load_checkpoint(args.score_with)[0] if args.score_with else None
-    samples = []
+    if args.svg:
+        check_writable(args.svg)
+    animating = args.animate and sys.stderr.isatty()  # on a pipe, exactly as without it
+    models = [model] + ([load_checkpoint(args.compare)[0]] if args.compare and animating else [])
+    start = how.template or [model.tok.MASK] * model.cfg.block_size
+    samples, pictured, block = [], [], []
     with Workers(processes(min(args.workers, args.num))) as workers:
-        for number, (name, trace) in enumerate(
-                sample_names(model, args.num, args.seed, how, workers, args.trace), start=1):
-            if trace is not None:
+        want = bool(args.trace or args.svg or animating)
+        streams = [sample_names(m, args.num, args.seed, how if m is model else Sampling(
+            temperature=how.temperature, order=how.order), workers, want) for m in models]
+        for number, results in enumerate(zip(*streams), start=1):
+            name, trace = results[0]
+            if args.trace:
                 say(f'name {number}: reverse process ("{{}}" is MASK, "{{}}" is PAD)'
                     .format(*marks(model.tok)))
                 for i, t, T, tokens in trace:
                     say(f'  step {i:3d}  t={t:.3f}  T={T:.3f}  {show(tokens, model.tok)}')
-            print(name, flush=True)
+            if args.svg and len(pictured) < 8:
+                pictured.append(frames(start, trace, model.tok))
+            if animating:
+                colour = not os.environ.get('NO_COLOR') and os.environ.get('TERM') != 'dumb'
+                block.append((name, [[painted(f, m.tok, colour) for f in frames(
+                    start if m is model else [m.tok.MASK] * m.cfg.block_size, t, m.tok)]
+                    for m, (_, t) in zip(models, results)]))
+                if len(block) < min(args.num - number + len(block), screenful()):
+                    continue
+                animate([row for _, row in block], args.fps)
+                names, block = [n for n, _ in block], []
+            else:
+                names = [name]
+            for name in names:
+                print(name, flush=True)
             if args.stats:
-                samples.append(name)
+                samples += names
+    if args.svg:
+        write_atomic(args.svg, reverse_svg(pictured, model.tok))
     if args.stats:
         for line in sample_report(samples, train_names, held_out, model.cfg.block_size):
             say(line)
@@ -1450,6 +1626,11 @@ def run_sample(args):
                     score_line(scorer, names, label, workers) for label, names in
                     (('samples', samples), ('held-out real names', held_out))))
     return 0
+
+
+def screenful():
+    """How many names fit on the terminal at once, with room for a line or two."""
+    return max(1, shutil.get_terminal_size((80, 24)).lines - 2)
 
 
 def score_line(model, names, label, workers):

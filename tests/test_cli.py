@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 import unittest
+from xml.etree import ElementTree
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       'microdiffusion.py')
@@ -224,6 +225,65 @@ class ContractTest(Folder):
         short = run('train', '--data', data, '--block-size', '20', '--checkpoint', model)
         self.assertEqual(short.returncode, 1)
         self.assertIn("line 2: 'Anne-Marie-Louise-Claire' has 24 characters", short.stderr)
+
+    @unittest.skipUnless(hasattr(os, 'openpty'), 'needs a pseudo-terminal')
+    def test_animation_on_a_terminal(self):
+        sample = ['sample', '--checkpoint', self.model, '--num', '3', '--seed', '5']
+        plain = run(*sample).stdout
+
+        def on_a_terminal(*more, env=None, interrupt=False):
+            main, terminal = os.openpty()
+            process = subprocess.Popen([sys.executable, SCRIPT, *sample, '--animate', *more],
+                                       stdout=subprocess.PIPE, stderr=terminal, text=True,
+                                       env=dict(os.environ, **(env or {})))
+            os.close(terminal)
+            drawn = b''
+            while True:
+                try:
+                    chunk = os.read(main, 4096)
+                except OSError:  # the terminal's other end has closed
+                    break
+                if not chunk:
+                    break
+                drawn += chunk
+                if interrupt and drawn.count(b'\x1b[3A') == 2:
+                    process.send_signal(signal.SIGINT)
+                    interrupt = False
+            os.close(main)
+            out = process.stdout.read()
+            process.stdout.close()
+            return process.wait(timeout=60), out, drawn
+
+        status, out, drawn = on_a_terminal('--fps', '1000', env={'NO_COLOR': ''})
+        self.assertEqual((status, out), (0, plain))  # the same names as without the flag
+        self.assertIn(b'\x1b[3A', drawn)              # the block is redrawn in place
+        self.assertIn(b'\x1b[2;33m_', drawn)          # MASK in colour
+        self.assertTrue(drawn.endswith(b'\x1b[0m\x1b[?25h'))  # and the cursor shown again
+        status, out, drawn = on_a_terminal('--fps', '1000', env={'NO_COLOR': '1'})
+        self.assertEqual(out, plain)
+        self.assertNotIn(b'\x1b[2', drawn)            # plain marks
+        self.assertIn(b'_', drawn)
+        status, out, drawn = on_a_terminal('--fps', '20', '--compare', self.model, interrupt=True)
+        self.assertEqual(status, 130)
+        self.assertTrue(drawn.endswith(b'\x1b[0m\x1b[?25hinterrupted\r\n'), drawn[-40:])
+        piped = run(*sample, '--animate')  # not a terminal: exactly as without the flag
+        self.assertEqual((piped.stdout, piped.stderr), (plain, ''))
+
+    def test_svg_of_the_reverse_process(self):
+        picture = self.path('reverse.svg')
+        result = run('sample', '--checkpoint', self.model, '--num', '12', '--svg', picture,
+                     '--trace')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        root = ElementTree.parse(picture).getroot()
+        groups = root.findall('{http://www.w3.org/2000/svg}g')
+        steps = result.stderr.count('\n  step') // 12  # every name decides 10 positions
+        self.assertEqual(len(groups), steps + 1 + 6)     # the start, each step, the hold
+        for group in groups:
+            self.assertEqual(len(group.findall('{http://www.w3.org/2000/svg}text')), 8)
+            self.assertEqual(len(group.findall('{http://www.w3.org/2000/svg}animate')), 1)
+        texts = groups[-1].findall('{http://www.w3.org/2000/svg}text')
+        last = [''.join(t.itertext()) for t in texts]
+        self.assertEqual([name.rstrip('.') for name in last], result.stdout.split()[:8])
 
     def test_bench(self):
         result = run('bench', '--repeats', '3')
@@ -442,14 +502,14 @@ class ReliabilityTest(Folder):
 
     def test_a_closed_stderr_and_a_vanished_folder(self):
         checkpoint = self.path('run.json')
-        process = self.start(checkpoint, '--steps', '300', '--workers', '1')
+        process = self.start(checkpoint, '--steps', '100', '--workers', '1')
         process.stderr.close()  # as `train ... 2>&1 | head -1` does
         self.assertEqual(process.wait(timeout=60), 0)
         with open(checkpoint) as f:
-            self.assertEqual(json.load(f)['training']['step'], 300)
+            self.assertEqual(json.load(f)['training']['step'], 100)
         folder = self.path('gone')
         os.mkdir(folder)
-        process = self.start(os.path.join(folder, 'run.json'), '--steps', '600', '--workers', '1')
+        process = self.start(os.path.join(folder, 'run.json'), '--steps', '200', '--workers', '1')
         os.rmdir(folder)
         _, err = process.communicate(timeout=60)
         self.assertEqual(process.returncode, 1)

@@ -11,6 +11,7 @@ import statistics
 import sys
 import tempfile
 import unittest
+import xml.etree.ElementTree as ET
 
 import microdiffusion as md
 from value import Value
@@ -753,6 +754,7 @@ class TrainingTest(unittest.TestCase):
         cfg, tok = smaller(steps=12, batch_size=2, val_every=5)
         with self.quiet():
             straight = self.run_training(cfg, tok)
+            _, whole = md.load_checkpoint(self.path)
             self.run_training(cfg, tok, stop_after=7)
             resumed, state = md.load_checkpoint(self.path)
             self.assertEqual(state['step'], 7)
@@ -761,6 +763,20 @@ class TrainingTest(unittest.TestCase):
         self.assertEqual(md.as_floats(resumed.params), md.as_floats(straight.params))
         _, final = md.load_checkpoint(self.path)
         self.assertEqual(final['step'], 12)
+        # the history survives the resume: the same rows as the straight run's, but the seconds
+        self.assertEqual([row[:4] for row in final['history']],
+                         [row[:4] for row in whole['history']])
+        self.assertEqual([row[0] for row in whole['history']], list(range(1, 13)))
+        self.assertEqual([row[3] is not None for row in whole['history']],
+                         [step in (5, 10, 12) for step in range(1, 13)])
+        seconds = [row[4] for row in final['history']]
+        self.assertEqual(seconds, sorted(seconds))
+        svg = ET.fromstring(md.curve_svg(final['history']))
+        line = svg.find('{http://www.w3.org/2000/svg}polyline').get('points').split()
+        self.assertEqual(len(line), 12)
+        self.assertEqual(len(svg.findall('{http://www.w3.org/2000/svg}circle')), 3)
+        chart = md.curve_chart(final['history'])
+        self.assertEqual(sum(line.count('o') for line in chart[:-1]), 3)
 
     def test_an_older_checkpoint_resumes_and_a_short_one_is_refused(self):
         cfg, tok = smaller(steps=6, batch_size=2)
