@@ -1281,8 +1281,12 @@ def reverse_svg(rows, tok, seconds_per_frame=0.25):
                 f'<tspan fill="#ddd">{escape(pad_mark)}</tspan>' if t == tok.PAD else
                 escape(tok.chars[t]) for t in row[min(k, len(row) - 1)])
             texts.append(f'<text x="20" y="{30 + 24 * r}">{spans}</text>')
-        keys = f'0;{k / count:.4f};{(k + 1) / count:.4f};1' if k else f'0;{1 / count:.4f};1'
-        values = 'hidden;visible;hidden;hidden' if k else 'visible;hidden;hidden'
+        if k == 0:  # visible from the start until the second frame
+            values, keys = 'visible;hidden', f'0;{1 / count:.4f}'
+        elif k == count - 1:  # visible from its turn to the end of the loop
+            values, keys = 'hidden;visible', f'0;{k / count:.4f}'
+        else:
+            values, keys = 'hidden;visible;hidden', f'0;{k / count:.4f};{(k + 1) / count:.4f}'
         groups.append(f'<g visibility="hidden"><animate attributeName="visibility" '
                       f'calcMode="discrete" values="{values}" keyTimes="{keys}" '
                       f'dur="{count * seconds_per_frame:.2f}s" repeatCount="indefinite"/>'
