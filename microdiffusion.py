@@ -1585,6 +1585,8 @@ def run_sample(args):
         train_names, held_out = split_names(load_names(args.data, longest(model.cfg)),
                                             Config.val_size)
         scorer = load_checkpoint(args.score_with)[0] if args.score_with else None
+    if args.compare and not args.animate:
+        raise UserError('--compare draws a second model beside the first: use it with --animate')
     if args.svg:
         check_writable(args.svg)
     animating = args.animate and sys.stderr.isatty()  # on a pipe, exactly as without it

@@ -391,6 +391,7 @@ class BadInputTest(Folder):
                    'a GPT is the transformer'),
                   (sample + ['--order', 'left-to-right', '--remask', 'random'], '--remask: '),
                   (sample + ['--order', 'sideways'], '--order'),
+                  (sample + ['--compare', self.model], 'use it with --animate'),
                   (self.train(self.data) + ['--n-head', '0'], '--n-head: 0 is below the minimum'),
                   (self.train(self.data) + ['--n-layer', '100000'], 'above the maximum, 64'),
                   (self.train(self.data) + ['--n-embd', '12', '--n-head', '5'],
