@@ -13,8 +13,8 @@ in a blank, a few letters at a time.
     reverse process (sampling): predict every MASK, keep the surest, repeat
 
         t = 1     _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _
-        t = 0.7   _ _ _ _ _ . _ . . . _ . . . . .
-        t = 0.3   m _ r _ a . . . . . . . . . . .
+        t = 0.7   _ _ _ _ a . _ _ . _ _ _ . _ _ .
+        t = 0.3   m _ r _ a . . . . _ . _ . . _ .
         t = 0     m a r i a . . . . . . . . . . .     -> "maria"
 
 Part 1 is the algorithm, in order: configuration, tokenizer, parameters, the denoiser (a tiny
@@ -54,8 +54,8 @@ class Config:
     #                         and teach little (MDLM trains all of (0, 1]; at 7K weights, focus)
     # --- training ---
     steps: int = 2500       # optimiser steps
-    batch_size: int = 4     # names per step, their gradients averaged: 2 per process on 2 CPUs
-    lr: float = 0.014       # Adam's peak learning rate; it decays linearly to 0 at the last step
+    batch_size: int = 4     # names per step, their gradients averaged
+    lr: float = 0.014       # Adam's peak learning rate; it decays linearly towards 0
     warmup: int = 0         # steps of linear warm-up to the peak
     beta1: float = 0.85     # Adam's gradient average forgets in ~1/(1-0.85) = 7 steps
     beta2: float = 0.95     # and its squared-gradient average in ~20 steps
@@ -153,7 +153,7 @@ def attention(params, prefix, xs, queries, n_head, causal):
         dims = slice(h * head_dim, (h + 1) * head_dim)  # this head's share of each vector
         keys, values = [k[dims] for k in ks], [v[dims] for v in vs]
         scores = matmul(keys, [q[dims] for q in qs])     # per query: q · k at every position
-        if causal:  # GPT: query i reads only positions 0..i (softmax_average takes the first)
+        if causal:  # GPT: query i reads only positions 0..i (the first i + 1 values)
             scores = [s[:i + 1] for s, i in zip(scores, queries)]
         # weights = softmax(scores / √head_dim); output = Σ_j weights_j · v_j
         outputs = softmax_average(scores, values, 1 / math.sqrt(head_dim))
@@ -205,6 +205,8 @@ class Model:
 
     @classmethod
     def new(cls, cfg, tok):
+        if cfg.model == 'gpt' and cfg.denoiser != 'transformer':
+            raise ValueError('a GPT is the transformer: the mlp denoiser reads every position')
         shapes = DENOISERS[cfg.denoiser][0](cfg, tok.vocab_size)
         return cls(cfg, tok, init_params(shapes, cfg.init_std, random.Random(cfg.seed)))
 
@@ -246,8 +248,8 @@ def token_nll(logits, target, mask_id):
 def diffusion_loss(model, tokens, t, rng):
     """One name's loss at noise level t: erase, predict, and add up -log p of the erased
     tokens (PAD is a target like any letter: that is how the model learns length). With t
-    log-uniform, log(1/t_min) times this SUM is an unbiased estimate of the NELBO's share from
-    noise levels t_min..1, in eval's units (nats per name)."""
+    log-uniform, log(1/t_min) times this SUM estimates the NELBO's share from noise levels
+    t_min..1, in eval's units (nats per name); redrawing empty masks adds up to 3% at t_min."""
     mask_id = model.tok.MASK
     erased = []
     while not erased:  # nothing erased, nothing to learn: draw again
@@ -297,8 +299,7 @@ def masked_counts(n0, steps):
 
 def gumbel(rng):
     """Standard Gumbel noise, -log(-log u) for u uniform in (0, 1)."""
-    u = rng.random() or rng.random()  # 0.0 comes once in 2^53 draws; twice in a row, never
-    return -math.log(-math.log(u))
+    return -math.log(-math.log(rng.random() or rng.random()))  # 0.0: once in 2^53 draws
 
 
 def draw(logits, candidates, temperature, rng):
@@ -306,8 +307,9 @@ def draw(logits, candidates, temperature, rng):
 
     One Gumbel-max draw gives both: token = argmax_c (log p_c + T·g_c), g_c standard Gumbel
     noise; the confidence is the winning score. As T falls to 0 it tends to log p(token),
-    plain confidence (LLaDA); at T = 1 it is pure noise, so re-masking the least confident is
-    re-masking at random, the true reverse process; in between, MaskGIT's noisy confidence.
+    plain confidence (LLaDA); at T = 1 it is a standard Gumbel whatever p is (so is the max of
+    Gumbel-shifted log-probabilities), so re-masking the least confident is re-masking at
+    random, the true reverse process; in between, MaskGIT's noisy confidence.
     """
     scores = [logits[c] for c in candidates]
     log_total = logsumexp(scores)
@@ -339,7 +341,7 @@ def sample_tokens(model, rng, how, trace=None):
     """The reverse process: from MASK everywhere (or a template's blanks) to a finished name.
 
     After step i, masked_counts(n0, steps)[i - 1] positions are still masked; a step that
-    would not change the count decides nothing and is skipped (the same names, fewer passes).
+    would not change the count decides nothing and is skipped (the same distribution).
     The temperature follows the noise: T = temperature · (T_end + (T_start - T_end) · t).
     trace, if a list, receives (step, t, T, tokens) after every step that changed something.
     """
@@ -411,8 +413,8 @@ def nelbo_one_pass(model, tokens, rng):
 
 def left_to_right_nll(model, tokens):
     """The exact -log p(tokens) of the diffusion model unmasking strictly left to right: each
-    position predicted from the ones before it, the rest masked. The NELBO averages such
-    -log p over random orders (RADD); GPT's loss is this for one fixed order."""
+    position predicted from the ones before it, the rest masked, every PAD scored. The NELBO
+    averages such -log p over random orders (RADD); GPT's loss is the same chain rule."""
     mask_id, size = model.tok.MASK, len(tokens)
     return sum([token_nll(model.logits(tokens[:i] + [mask_id] * (size - i), [i])[0], tokens[i],
                           mask_id) for i in range(size)])
@@ -482,8 +484,7 @@ class Batches:
 
 def noisy_batch(model, names, step):
     """(tokens, noise level, seed of the mask) for each name of one step."""
-    cfg = model.cfg
-    rng = random.Random(f'{cfg.seed}:step:{step}')
+    cfg, rng = model.cfg, random.Random(f'{model.cfg.seed}:step:{step}')
     ts = noise_levels(rng, cfg.t_min, len(names))
     return [(model.tok.encode(name, cfg.block_size), t, rng.getrandbits(64))
             for name, t in zip(names, ts)]

@@ -108,7 +108,7 @@ class Value:
         self.grad += 1.0
         for node in order:
             g = node.grad
-            if g:  # a node with gradient 0 (a dead ReLU unit, the unused MASK logit) adds 0
+            if g:  # a node with gradient 0 (a dead ReLU unit, a logit no loss reads) adds 0
                 for child, local_grad in zip(node._children, node._local_grads):
                     child.grad += local_grad * g
 

@@ -350,11 +350,24 @@ class BadInputTest(Folder):
                      str(good['params']['mlp_out'][0][0]), 'NaN', 1)), 'not a finite number'),
                  (self.write('inf.json', json.dumps(good).replace(
                      str(good['params']['mlp_out'][0][0]), '-Infinity', 1)), 'not a finite')]
-        for checkpoint, message in cases:
-            for command in (['sample'], ['eval', '--data', self.data]):
-                with self.subTest(checkpoint=checkpoint, command=command[0]):
-                    self.assert_refused(command + ['--checkpoint', checkpoint], message,
-                                        [checkpoint])
+        runs = [(command + ['--checkpoint', checkpoint], message, checkpoint)
+                for checkpoint, message in cases
+                for command in (['sample'], ['eval', '--data', self.data])]
+        self.assert_all_refused(runs)
+
+    def assert_all_refused(self, runs):
+        """assert_refused for each (args, message, file), the runs side by side to save time:
+        each only reads its own checkpoint, and every file is checked after them all."""
+        files = {f for _, _, f in runs} | {self.data, self.model}
+        before = {f: self.snapshot(f) for f in files}
+        processes = [subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, cwd=self.folder.name)
+                     for args, _, _ in runs]
+        for (args, message, _), process in zip(runs, processes):
+            out, err = process.communicate(timeout=120)
+            with self.subTest(args=args):
+                self.assert_refused(args, message, files, subprocess.CompletedProcess(
+                    args, process.returncode, out, err), before)
 
     def test_resume_with_other_data(self):
         other = self.write('other.txt', 'zed\nquinn\nxavier\n')
@@ -398,16 +411,7 @@ class BadInputTest(Folder):
                    'must be a multiple of --n-head 5'),
                   (self.train(self.data) + ['--n-embd', '1024', '--n-layer', '64'],
                    'more than 2,000,000 parameters')]
-        # none of these may touch a file, so they run side by side, to save time
-        before = {f: self.snapshot(f) for f in (self.data, self.model)}
-        results = [subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, cwd=self.folder.name)
-                   for args, _ in cases]
-        for (args, message), process in zip(cases, results):
-            out, err = process.communicate(timeout=120)
-            with self.subTest(args=args):
-                self.assert_refused(args, message, result=subprocess.CompletedProcess(
-                    args, process.returncode, out, err), before=before)
+        self.assert_all_refused([(args, message, self.data) for args, message in cases])
 
     def test_unwritable_checkpoint_fails_before_training(self):
         nowhere = os.path.join(self.folder.name, 'no', 'such', 'folder', 'model.json')
