@@ -682,6 +682,11 @@ def show(tokens, tok):
 
 # --- Processes: the same results from one process or many ------------------------------------
 
+# The signals that stop training cleanly: Ctrl-C, kill, a closed terminal (where it exists).
+STOP_SIGNALS = [getattr(signal, name) for name in ('SIGINT', 'SIGTERM', 'SIGHUP')
+                if hasattr(signal, name)]
+
+
 def under_debugger():
     """Whether a debugger traces this process (pdb, an IDE's, or on 3.12+ sys.monitoring's)."""
     monitoring = getattr(sys, 'monitoring', None)
@@ -741,10 +746,8 @@ class Workers:
 def _start_worker(parent):
     """A worker leaves signals to the main process, and ends within a second of its death,
     however it died."""
-    for name in ('SIGINT', 'SIGTERM', 'SIGHUP'):  # not the main process's handlers
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN if name == 'SIGINT'
-                          else signal.SIG_DFL)
+    for number in STOP_SIGNALS:  # not the main process's handlers
+        signal.signal(number, signal.SIG_IGN if number == signal.SIGINT else signal.SIG_DFL)
     without_cycle_collector()
 
     def watch():
@@ -832,10 +835,8 @@ class Signals:
 
     def __enter__(self):
         self.received, self.previous = 0, {}
-        for name in ('SIGINT', 'SIGTERM', 'SIGHUP'):
-            if hasattr(signal, name):
-                number = getattr(signal, name)
-                self.previous[number] = signal.signal(number, self.note)
+        for number in STOP_SIGNALS:
+            self.previous[number] = signal.signal(number, self.note)
         return self
 
     def note(self, number, frame):
@@ -996,9 +997,13 @@ def write_atomic(path, text):
         raise
 
 
-def check_writable(path):
-    """Fail now, not after an hour of training, unless the checkpoint is a file name in a
-    folder we may write, and what is there already is a regular file that is not read-only."""
+def check_writable(path, *more):
+    """Fail now, not after an hour of training, unless the checkpoint (and any more paths
+    given and not None) is a file name in a folder we may write, and what is there already is
+    a regular file that is not read-only."""
+    for other in more:
+        if other is not None:
+            check_writable(other)
     if not path or path.endswith(('/', os.sep)):
         raise UserError(f'--checkpoint {path!r}: give a file name for the checkpoint')
     target = os.path.realpath(path)
@@ -1454,6 +1459,7 @@ def build_parser():
 def run_lab(args):
     """python microdiffusion.py: the whole lab with the defaults."""
     cfg = Config()
+    check_writable(DEFAULT_CHECKPOINT)
     model = train_new(cfg, load_names(DEFAULT_DATA, cfg.block_size), DEFAULT_CHECKPOINT,
                       TRAIN_PROCESSES)
     say(f'saved {DEFAULT_CHECKPOINT}; 20 new names:')
@@ -1464,8 +1470,7 @@ def run_lab(args):
 
 
 def train_new(cfg, names, checkpoint, n_workers, data=DEFAULT_DATA, curve=None):
-    """A fresh model trained on names, saved to checkpoint."""
-    check_writable(checkpoint)
+    """A fresh model trained on names, saved to checkpoint (checked writable by the caller)."""
     train_names, held_out = split_names(names, cfg.val_size)
     model = Model.new(cfg, Tokenizer.from_names(names))
     with Signals() as stop, Workers(processes(min(n_workers, cfg.batch_size))) as workers:
@@ -1500,9 +1505,7 @@ def run_train(args):
     if cfg.n_embd % cfg.n_head:
         raise UserError(f'--n-embd {cfg.n_embd} must be a multiple of --n-head {cfg.n_head}: '
                         'each head takes n_embd / n_head of the numbers')
-    for path in (args.checkpoint, args.curve):
-        if path is not None:
-            check_writable(path)
+    check_writable(args.checkpoint, args.curve)
     if args.block_size is None:  # the longest name and one PAD (or a GPT's start token)
         names = load_names(args.data)
         cfg.block_size = max(map(len, names)) + 1
@@ -1545,9 +1548,7 @@ def resume(args):
     if state['step'] >= cfg.steps:
         raise UserError(f'{args.checkpoint}: already trained for {cfg.steps} steps; pass '
                         '--steps with a larger total to continue')
-    for path in (args.checkpoint, args.curve):
-        if path is not None:
-            check_writable(path)
+    check_writable(args.checkpoint, args.curve)
     with Signals() as stop, Workers(processes(min(args.workers, cfg.batch_size))) as workers:
         say(f'resuming {args.checkpoint} at step {state["step"]} of {cfg.steps}')
         history = run_training(model, train_names, held_out, state['data_fingerprint'],
@@ -1594,6 +1595,7 @@ def run_sample(args):
     models = [model] + ([load_checkpoint(args.compare)[0]] if args.compare and animating else [])
     start = how.template or [model.tok.MASK] * model.cfg.block_size
     samples, pictured, block = [], [], []
+    colour = not os.environ.get('NO_COLOR') and os.environ.get('TERM') != 'dumb'
     with Workers(processes(min(args.workers, args.num))) as workers:
         want = bool(args.trace or args.svg or animating)
         streams = [sample_names(m, args.num, args.seed, how if m is model else Sampling(
@@ -1608,7 +1610,6 @@ def run_sample(args):
             if args.svg and len(pictured) < 8:
                 pictured.append(frames(start, trace, model.tok))
             if animating:
-                colour = not os.environ.get('NO_COLOR') and os.environ.get('TERM') != 'dumb'
                 block.append((name, [[painted(f, m.tok, colour) for f in frames(
                     start if m is model else [m.tok.MASK] * m.cfg.block_size, t, m.tok)]
                     for m, (_, t) in zip(models, results)]))

@@ -236,8 +236,11 @@ def matmul(rows, xs, adds=None):
         raise ValueError('matmul: adds needs one vector per x, each as long as rows')
     if not (rows and xs and rows[0]):  # nothing to multiply: every dot is 0
         return [[0.0] * len(rows) if add is None else add[:] for add in adds]
-    if not isinstance(rows[0][0], Value):  # constant weights (sampling): plain sums
-        outs = [[sum(map(mul, row, x)) for row in rows] for x in xs]
+    if not isinstance(rows[0][0], Value):  # constant weights
+        if isinstance(xs[0][0], Value):  # times Values: one dot node each
+            outs = [[dot(row, x) for row in rows] for x in xs]
+        else:  # sampling: plain sums
+            outs = [[sum(map(mul, row, x)) for row in rows] for x in xs]
         return [out if add is None else [a + o for a, o in zip(add, out)]
                 for out, add in zip(outs, adds)]
     row_tuples, row_datas = _rows(rows, 'matmul')
