@@ -245,19 +245,24 @@ def token_nll(logits, target, mask_id):
     return logsumexp(logits[:mask_id] + logits[mask_id + 1:]) - logits[target]
 
 
+def erased_nll(model, tokens, erased):
+    """Σ -log p(x_i) over the positions `erased`, with exactly those positions masked."""
+    mask_id = model.tok.MASK
+    noisy = [mask_id if i in erased else tok for i, tok in enumerate(tokens)]
+    logits = model.logits(noisy, erased)
+    return vsum([token_nll(lg, tokens[i], mask_id) for i, lg in zip(erased, logits)])
+
+
 def diffusion_loss(model, tokens, t, rng):
     """One name's loss at noise level t: erase, predict, and add up -log p of the erased
     tokens (PAD is a target like any letter: that is how the model learns length). With t
     log-uniform, log(1/t_min) times this SUM estimates the NELBO's share from noise levels
     t_min..1, in eval's units (nats per name); redrawing empty masks adds up to 3% at t_min."""
-    mask_id = model.tok.MASK
     erased = []
     while not erased:  # nothing erased, nothing to learn: draw again
-        noisy = mask(tokens, t, mask_id, rng)
-        erased = [i for i, tok in enumerate(noisy) if tok == mask_id]
-    logits = model.logits(noisy, erased)
-    nlls = [token_nll(lg, tokens[i], mask_id) for i, lg in zip(erased, logits)]
-    return vsum(nlls) * math.log(1 / model.cfg.t_min)
+        noisy = mask(tokens, t, model.tok.MASK, rng)
+        erased = [i for i, tok in enumerate(noisy) if tok == model.tok.MASK]
+    return erased_nll(model, tokens, erased) * math.log(1 / model.cfg.t_min)
 
 
 def gpt_loss(model, tokens):
@@ -278,10 +283,11 @@ class Sampling:
     """How to run the reverse process."""
     steps: int = 64             # reverse steps along the cosine schedule (16 of them decide)
     temp_start: float = 1.0     # at t = 1 the model's own odds, re-masking at random (draw)
-    temp_end: float = 0.8       # at t = 0, a little cooler: surer letters, surer picks
+    temp_end: float = 0.4       # at t = 0, colder: the last letters fit the first ones
     temperature: float = 1.0    # scales both: 1 keeps temp_start -> temp_end
     remask: str = 'confidence'  # which guesses go back under MASK: 'confidence' or 'random'
     order: str = 'any'          # or 'left-to-right', one position at a time (GPT's only order)
+    length: str = 'first'       # drawn before any letter, or 'along' like any other token
     template: list = None       # starting tokens (MASK where free); None: all MASK
     candidates: list = None     # per position, the token ids it may become; None: all but MASK
 
@@ -318,6 +324,24 @@ def draw(logits, candidates, temperature, rng):
     return candidates[best], perturbed[best]
 
 
+def draw_length(model, seq, candidates, rng):
+    """Where the name ends, drawn from the model's odds (at T = 1) before any letter. A PAD is
+    only ever followed by PADs, so P(PAD at i), read with every open position masked, is the
+    model's P(the name has ended by i): the end is drawn from that curve. After it every open
+    position is PAD, before it a letter: the temperature then shapes letters, not lengths."""
+    pad, mask = model.tok.PAD, model.tok.MASK
+    open_ = [i for i, tok in enumerate(seq) if tok == mask and pad in candidates[i]]
+    ended, end, u = 0.0, len(seq), rng.random()  # len(seq): no PAD, every position a letter
+    for i, logits in zip(open_, model.logits(seq, open_) if open_ else []):
+        ended = max(ended, math.exp(logits[pad] - logsumexp([logits[c] for c in candidates[i]])))
+        if u < ended:
+            end = i
+            break
+    seq = [pad if i in open_ and i >= end else tok for i, tok in enumerate(seq)]
+    return seq, [[c for c in cs if c != pad] if i in open_ and i < end else cs
+                 for i, cs in enumerate(candidates)]
+
+
 def reverse_step(model, seq, candidates, keep_masked, temperature, remask, rng):
     """One reverse step: predict every MASK, then put MASK back on `keep_masked` of them:
     the least sure (remask='confidence', MaskGIT and LLaDA: easy positions first), or a random
@@ -340,8 +364,9 @@ def reverse_step(model, seq, candidates, keep_masked, temperature, remask, rng):
 def sample_tokens(model, rng, how, trace=None):
     """The reverse process: from MASK everywhere (or a template's blanks) to a finished name.
 
-    After step i, masked_counts(n0, steps)[i - 1] positions are still masked; a step that
-    would not change the count decides nothing and is skipped (the same distribution).
+    The length comes first (how.length 'first'), then after step i masked_counts(n0,
+    steps)[i - 1] of the n0 blanks are still masked; a step that would not change the count
+    decides nothing and is skipped (the same distribution).
     The temperature follows the noise: T = temperature · (T_end + (T_start - T_end) · t).
     trace, if a list, receives (step, t, T, tokens) after every step that changed something.
     """
@@ -350,6 +375,10 @@ def sample_tokens(model, rng, how, trace=None):
     tok, block_size = model.tok, model.cfg.block_size
     seq = list(how.template) if how.template else [tok.MASK] * block_size
     candidates = how.candidates or [list(range(len(tok.chars))) + [tok.PAD]] * block_size
+    if how.length == 'first':
+        seq, candidates = draw_length(model, seq, candidates, rng)
+        if trace is not None:
+            trace.append((how.steps, 1.0, how.temperature * how.temp_start, seq))
     counts = masked_counts(seq.count(tok.MASK), how.steps)
     for i in range(how.steps, 0, -1):
         if counts[i - 1] == counts[i]:
@@ -418,14 +447,6 @@ def left_to_right_nll(model, tokens):
     mask_id, size = model.tok.MASK, len(tokens)
     return sum([token_nll(model.logits(tokens[:i] + [mask_id] * (size - i), [i])[0], tokens[i],
                           mask_id) for i in range(size)])
-
-
-def erased_nll(model, tokens, erased):
-    """Σ -log p(x_i) over the positions `erased`, with exactly those positions masked."""
-    mask_id = model.tok.MASK
-    noisy = [mask_id if i in erased else tok for i, tok in enumerate(tokens)]
-    logits = model.logits(noisy, erased)
-    return sum([token_nll(lg, tokens[i], mask_id) for i, lg in zip(erased, logits)])
 
 
 # --- Adam ------------------------------------------------------------------------------------
@@ -588,7 +609,8 @@ LIMITS = {'n_embd': (int, 1, 1024), 'n_head': (int, 1, 1024), 'n_layer': (int, 1
           'val_every': (int, 1, 10**9), 'val_names': (int, 0, 10**6)}
 SAMPLING_LIMITS = {'steps': (int, 1, 10**6), 'temp_start': (float, 0, 100),
                    'temp_end': (float, 0, 100), 'temperature': (float, 0, 100),
-                   'remask': ('confidence', 'random'), 'order': ('any', 'left-to-right')}
+                   'remask': ('confidence', 'random'), 'order': ('any', 'left-to-right'),
+                   'length': ('first', 'along')}
 
 
 def fits(value, rule):
@@ -1375,10 +1397,11 @@ def available_cpus():
 
 TRAIN_SETTINGS = ('model', 'steps', 'batch_size', 'lr', 'seed', 'denoiser', 'n_embd', 'n_head',
                   'n_layer', 'block_size', 'mlp_hidden')
-SAMPLE_SETTINGS = ('steps', 'temp_start', 'temp_end', 'temperature', 'remask', 'order')
+SAMPLE_SETTINGS = ('steps', 'temp_start', 'temp_end', 'temperature', 'remask', 'order',
+                   'length')
 # What a left-to-right sampler (GPT's, or --order left-to-right) has no use for: it draws every
 # position at the one --temperature, and decides positions in order, not by confidence.
-NOT_LEFT_TO_RIGHT = ('temp_start', 'temp_end', 'remask')
+NOT_LEFT_TO_RIGHT = ('temp_start', 'temp_end', 'remask', 'length')
 # PyPy pickles slowly, so a pool of two trained slower there than one process.
 TRAIN_PROCESSES = 1 if sys.implementation.name == 'pypy' else available_cpus()
 

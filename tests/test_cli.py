@@ -114,7 +114,8 @@ class ContractTest(Folder):
 
     def test_temperatures_follow_the_flags(self):
         result = run('sample', '--checkpoint', self.model, '--num', '1', '--trace',
-                     '--temp-start', '2', '--temp-end', '0.5', '--temperature', '0.8')
+                     '--temp-start', '2', '--temp-end', '0.5', '--temperature', '0.8',
+                     '--length', 'along')
         self.assertEqual(result.returncode, 0, result.stderr)
         steps = re.findall(r't=(\d\.\d+) +T=(\d\.\d+)', result.stderr)
         self.assertEqual(len(steps), 10)  # one line per step that decides one of 10 positions
@@ -274,7 +275,7 @@ class ContractTest(Folder):
     def test_svg_of_the_reverse_process(self):
         picture = self.path('reverse.svg')
         result = run('sample', '--checkpoint', self.model, '--num', '12', '--svg', picture,
-                     '--trace')
+                     '--trace', '--length', 'along')
         self.assertEqual(result.returncode, 0, result.stderr)
         root = ElementTree.parse(picture).getroot()
         groups = root.findall('{http://www.w3.org/2000/svg}g')

@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import math
 import os
@@ -394,7 +395,7 @@ class SamplerTest(unittest.TestCase):
         for steps in (64, 10, 3):
             calls.clear()
             trace = []
-            how = md.Sampling(steps=steps)
+            how = md.Sampling(steps=steps, length='along')
             counted = md.Model(cfg, tok, floats, counting)
             seq = md.sample_tokens(counted, random.Random(steps), how, trace)
             counts = md.masked_counts(16, steps)
@@ -406,6 +407,51 @@ class SamplerTest(unittest.TestCase):
             self.assertEqual(len(calls), len(decisive))
             self.assertEqual(calls, [counts[i] for i in decisive])
             self.assertNotIn(tok.MASK, seq)
+
+    def test_length_first_then_the_schedule_over_the_letters(self):
+        cfg, tok = tiny()
+        model = md.Model.new(cfg, tok).frozen()
+        for seed in range(6):
+            trace = []
+            how = md.Sampling(steps=20)
+            seq = md.sample_tokens(model, random.Random(seed), how, trace)
+            first = trace[0][3]  # the length step: only PADs placed, from the end on
+            end = first.index(tok.PAD) if tok.PAD in first else cfg.block_size
+            self.assertEqual(first, [tok.MASK] * end + [tok.PAD] * (cfg.block_size - end))
+            self.assertEqual(trace[0][:3], (20, 1.0, how.temp_start))
+            counts = md.masked_counts(end, 20)
+            self.assertEqual([i for i, _, _, _ in trace[1:]],
+                             [i for i in range(20, 0, -1) if counts[i - 1] != counts[i]])
+            for i, t, T, tokens in trace[1:]:
+                self.assertEqual(tokens.count(tok.MASK), counts[i - 1])
+                self.assertEqual(tokens[end:], first[end:])
+            self.assertNotIn(tok.MASK, seq)
+            self.assertNotIn(tok.PAD, seq[:end])  # every position before the end is a letter
+            self.assertEqual(len(tok.decode(seq)), end)
+
+    def test_length_follows_the_model_odds_whatever_the_temperature(self):
+        cfg, tok = tiny(block_size=6)
+        n_letters = len(tok.chars)
+        ends_by = [0.1, 0.2, 0.2, 0.5, 0.9, 0.95]  # P(PAD at i): the name has ended by i
+        # (position 2 says less than position 1: the curve is read as its running maximum)
+
+        def odds(params, cfg, tokens, positions):
+            # every letter logit 0; PAD's gives P(PAD) = ends_by[i] while all is masked
+            return [[0.0] * n_letters + [0.0, math.log(ends_by[i] / (1 - ends_by[i]) * n_letters)
+                                         if tokens.count(tok.MASK) == len(tokens) else 0.0]
+                    for i in positions]
+
+        model = md.Model(cfg, tok, None, odds)
+        expected = [0.1, 0.1, 0.0, 0.3, 0.4, 0.05, 0.05]  # lengths 0..6 (6: no PAD at all)
+        for temperature in (1.0, 0.3):
+            how = md.Sampling(temperature=temperature)
+            lengths = [len(tok.decode(md.sample_tokens(model, random.Random(s), how)))
+                       for s in range(3000)]
+            for n, p in enumerate(expected):
+                self.assertAlmostEqual(lengths.count(n) / 3000, p, delta=0.025)
+            if temperature == 1.0:
+                at_one = lengths
+        self.assertEqual(lengths, at_one)  # the same draws: the temperature only shapes letters
 
     def test_an_idle_step_would_change_nothing(self):
         cfg, tok = tiny()
@@ -483,8 +529,8 @@ class SamplerTest(unittest.TestCase):
         letters = set(range(len(tok.chars)))
         for pattern in ('m_r__', 'ka*', '_', '*', 'emma'):
             template, candidates = md.parse_pattern(pattern, tok, cfg.block_size)
-            for seed in range(4):
-                how = md.Sampling(template=template, candidates=candidates)
+            for seed, length in itertools.product(range(4), ('first', 'along')):
+                how = md.Sampling(template=template, candidates=candidates, length=length)
                 seq = md.sample_tokens(model.frozen(), random.Random(seed), how)
                 name = tok.decode(seq)
                 for i, tmpl in enumerate(template):
