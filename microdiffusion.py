@@ -20,10 +20,8 @@ in a blank, a few letters at a time.
 Part 1 is the algorithm, in order: configuration, tokenizer, parameters, the denoiser (a tiny
 transformer on value.py's scalar autograd), the noise and the loss, the sampler, the ELBO,
 Adam, training. GPT, the same transformer reading left to right, is marked where it differs.
-Part 2 is the lab around it: processes, progress, checkpoints, reports, the command line.
-
-    python microdiffusion.py            train on names.txt, save model.json, print 20 names
-    python microdiffusion.py --help     train, sample, eval, forward, bench
+Part 2 is the lab around it: processes, progress, checkpoints, reports, the command line
+(`python microdiffusion.py` trains on names.txt and prints 20 names; --help for the rest).
 """
 
 # =============================================================================================
@@ -49,10 +47,8 @@ class Config:
     denoiser: str = 'transformer'  # or 'mlp': the diffusion code around it is the same
     mlp_hidden: int = 8     # the mlp denoiser's width: 7,168 weights, near the transformer's
     init_std: float = 0.08  # weights start N(0, 0.08): small, so first guesses are near uniform
-    # --- the forward process ---
-    t_min: float = 0.2      # lowest noise level trained on: below it most names lose 0-2 letters
-    #                         and teach little (MDLM trains all of (0, 1]; at 7K weights, focus)
-    # --- training ---
+    # --- the forward process and training ---
+    t_min: float = 0.2      # lowest noise level trained on (MDLM: all of (0, 1]; 7K weights: focus)
     steps: int = 2500       # optimiser steps
     batch_size: int = 4     # names per step, their gradients averaged
     lr: float = 0.014       # Adam's peak learning rate; it decays linearly towards 0
@@ -222,11 +218,9 @@ class Model:
 
 def noise_levels(rng, t_min, n):
     """n noise levels t, each log-uniform on [t_min, 1]: as likely in [0.2, 0.45] as in [0.45, 1].
-
     The continuous-time ELBO weighs the erased tokens' -log p by 1/t (MDLM): drawing t with
     density ∝ 1/t does that weighting. A batch's levels are spread evenly from one random
-    offset (MDLM's low-discrepancy sampler), so every batch mixes light and heavy noise.
-    """
+    offset (MDLM's low-discrepancy sampler), so every batch mixes light and heavy noise."""
     offset = rng.random()
     spread = [(i + offset) / n for i in range(n)]
     rng.shuffle(spread)
@@ -310,13 +304,11 @@ def gumbel(rng):
 
 def draw(logits, candidates, temperature, rng):
     """A token drawn from softmax(logits / temperature) over the candidates, and a confidence.
-
     One Gumbel-max draw gives both: token = argmax_c (log p_c + T·g_c), g_c standard Gumbel
     noise; the confidence is the winning score. As T falls to 0 it tends to log p(token),
-    plain confidence (LLaDA); at T = 1 it is a standard Gumbel whatever p is (so is the max of
-    Gumbel-shifted log-probabilities), so re-masking the least confident is re-masking at
-    random, the true reverse process; in between, MaskGIT's noisy confidence.
-    """
+    plain confidence (LLaDA); at T = 1 it is a standard Gumbel whatever p is (the max of
+    Gumbel-shifted log-probabilities is), so re-masking the least confident is re-masking at
+    random, the true reverse process; in between, MaskGIT's noisy confidence."""
     scores = [logits[c] for c in candidates]
     log_total = logsumexp(scores)
     perturbed = [s - log_total + temperature * gumbel(rng) for s in scores]
@@ -332,7 +324,7 @@ def draw_length(model, seq, candidates, rng):
     pad, mask = model.tok.PAD, model.tok.MASK
     open_ = [i for i, tok in enumerate(seq) if tok == mask and pad in candidates[i]]
     ended, end, u = 0.0, len(seq), rng.random()  # len(seq): no PAD, every position a letter
-    for i, logits in zip(open_, model.logits(seq, open_) if open_ else []):
+    for i, logits in zip(open_, model.logits(seq, open_)):
         ended = max(ended, math.exp(logits[pad] - logsumexp([logits[c] for c in candidates[i]])))
         if u < ended:
             end = i
@@ -343,15 +335,13 @@ def draw_length(model, seq, candidates, rng):
 
 
 def reverse_step(model, seq, candidates, keep_masked, temperature, remask, rng):
-    """One reverse step: predict every MASK, then put MASK back on `keep_masked` of them:
-    the least sure (remask='confidence', MaskGIT and LLaDA: easy positions first), or a random
-    subset (remask='random': the plain reverse process the theory gives)."""
+    """One reverse step: predict every MASK, then put MASK back on `keep_masked` of them, the
+    least sure ('confidence': MaskGIT, LLaDA) or a random few ('random': the theory's process)."""
     masked = [i for i, tok in enumerate(seq) if tok == model.tok.MASK]
     logits = model.logits(seq, masked)
     guesses = [draw(lg, candidates[i], temperature, rng) for i, lg in zip(masked, logits)]
     if remask == 'confidence':
-        by_confidence = sorted(range(len(masked)), key=lambda j: guesses[j][1])
-        remasked = set(by_confidence[:keep_masked])
+        remasked = set(sorted(range(len(masked)), key=lambda j: guesses[j][1])[:keep_masked])
     else:
         remasked = set(rng.sample(range(len(masked)), keep_masked))
     new = list(seq)
@@ -363,13 +353,11 @@ def reverse_step(model, seq, candidates, keep_masked, temperature, remask, rng):
 
 def sample_tokens(model, rng, how, trace=None):
     """The reverse process: from MASK everywhere (or a template's blanks) to a finished name.
-
-    The length comes first (how.length 'first'), then after step i masked_counts(n0,
-    steps)[i - 1] of the n0 blanks are still masked; a step that would not change the count
-    decides nothing and is skipped (the same distribution).
-    The temperature follows the noise: T = temperature · (T_end + (T_start - T_end) · t).
-    trace, if a list, receives (step, t, T, tokens) after every step that changed something.
-    """
+    The length first (how.length 'first'); then after step i, masked_counts(n0, steps)[i - 1]
+    of the n0 blanks left are still masked, and a step that would not change the count is
+    skipped (it would decide nothing). The temperature follows the noise: T = temperature ·
+    (T_end + (T_start - T_end) · t). trace, if a list, receives (step, t, T, tokens) after
+    every step that changed something."""
     if how.order == 'left-to-right' or model.cfg.model == 'gpt':
         return sample_left_to_right(model, rng, how, trace)
     tok, block_size = model.tok, model.cfg.block_size
@@ -400,11 +388,8 @@ def sample_left_to_right(model, rng, how, trace=None):
     candidates = how.candidates or [list(range(len(tok.chars))) + [tok.PAD]] * size
     for i in range(size):
         drawn = seq[i] == tok.MASK
-        if drawn:
-            if gpt:  # GPT reads the start token and the tokens so far; the last one predicts
-                logits = model.logits([tok.MASK] + seq[:i], [i])[0]
-            else:
-                logits = model.logits(seq, [i])[0]
+        if drawn:  # GPT reads the start token and the tokens so far; its last one predicts
+            logits = model.logits([tok.MASK] + seq[:i] if gpt else seq, [i])[0]
             choices = [tok.PAD] if gpt and i == size - 1 else candidates[i]
             seq[i] = draw(logits, choices, how.temperature, rng)[0]
         if seq[i] == tok.PAD:
@@ -459,8 +444,7 @@ class Adam:
     def __init__(self, values, cfg):
         self.values = values
         self.beta1, self.beta2, self.eps = cfg.beta1, cfg.beta2, cfg.adam_eps
-        self.m = [0.0] * len(values)
-        self.v = [0.0] * len(values)
+        self.m, self.v = [0.0] * len(values), [0.0] * len(values)  # the two running averages
         self.t = 0  # steps taken, for the bias correction
 
     def step(self, grads, lr):
@@ -512,8 +496,7 @@ def noisy_batch(model, names, step):
 
 
 def name_loss(model, item):
-    """One training name's loss, item = (tokens, t, seed): diffusion's at noise level t, or
-    GPT's, which has no noise."""
+    """One training name's loss, item = (tokens, t, seed): diffusion's at level t, or GPT's."""
     tokens, t, seed = item
     if model.cfg.model == 'gpt':
         return gpt_loss(model, tokens)
@@ -533,9 +516,8 @@ def name_gradient(model, values, item):
 
 def train_step(model, adam, names, step, gradients=None):
     """One optimiser step: noise -> loss -> backward -> Adam; returns the batch's mean loss.
-    gradients(items) yields name_gradient's result for each item, in order (by default this
-    process computes them); they are added in batch order, so the sum is the same bit for bit
-    whoever computed them."""
+    gradients(items) yields name_gradient's result for each item in order (by default computed
+    here); added in batch order, the sum is the same bit for bit whoever computed them."""
     items = noisy_batch(model, names, step)
     results = gradients(items) if gradients else (name_gradient(model, adam.values, item)
                                                   for item in items)
