@@ -275,7 +275,7 @@ def gpt_loss(model, tokens):
 @dataclass
 class Sampling:
     """How to run the reverse process."""
-    steps: int = 64             # reverse steps along the cosine schedule (16 of them decide)
+    steps: int = 64             # reverse steps on the cosine schedule (idle ones are skipped)
     temp_start: float = 1.0     # at t = 1 the model's own odds, re-masking at random (draw)
     temp_end: float = 0.4       # at t = 0, colder: the last letters fit the first ones
     temperature: float = 1.0    # scales both: 1 keeps temp_start -> temp_end
@@ -319,14 +319,15 @@ def draw(logits, candidates, temperature, rng):
 def draw_length(model, seq, candidates, rng):
     """Where the name ends, drawn from the model's odds (at T = 1) before any letter. A PAD is
     only ever followed by PADs, so P(PAD at i), read with every open position masked, is the
-    model's P(the name has ended by i): the end is drawn from that curve. After it every open
-    position is PAD, before it a letter: the temperature then shapes letters, not lengths."""
+    model's P(the name has ended by i): a cumulative distribution (kept from dipping: each
+    position's P(PAD) is its own output), and the end is the first i where it passes a
+    uniform u. From the end on, every open position is PAD; before it, a letter."""
     pad, mask = model.tok.PAD, model.tok.MASK
     open_ = [i for i, tok in enumerate(seq) if tok == mask and pad in candidates[i]]
-    ended, end, u = 0.0, len(seq), rng.random()  # len(seq): no PAD, every position a letter
+    cdf, end, u = 0.0, len(seq), rng.random()  # end = len(seq): no PAD, every position a letter
     for i, logits in zip(open_, model.logits(seq, open_)):
-        ended = max(ended, math.exp(logits[pad] - logsumexp([logits[c] for c in candidates[i]])))
-        if u < ended:
+        cdf = max(cdf, math.exp(logits[pad] - logsumexp([logits[c] for c in candidates[i]])))
+        if u < cdf:
             end = i
             break
     seq = [pad if i in open_ and i >= end else tok for i, tok in enumerate(seq)]
@@ -354,19 +355,18 @@ def reverse_step(model, seq, candidates, keep_masked, temperature, remask, rng):
 def sample_tokens(model, rng, how, trace=None):
     """The reverse process: from MASK everywhere (or a template's blanks) to a finished name.
     The length first (how.length 'first'); then after step i, masked_counts(n0, steps)[i - 1]
-    of the n0 blanks left are still masked, and a step that would not change the count is
-    skipped (it would decide nothing). The temperature follows the noise: T = temperature ·
-    (T_end + (T_start - T_end) · t). trace, if a list, receives (step, t, T, tokens) after
-    every step that changed something."""
+    of the n0 blanks are still masked (a step that would not change the count is skipped), at
+    T = temperature · (T_end + (T_start - T_end) · t). trace, if a list, receives (step, t, T,
+    tokens) after every step that changed something."""
     if how.order == 'left-to-right' or model.cfg.model == 'gpt':
         return sample_left_to_right(model, rng, how, trace)
     tok, block_size = model.tok, model.cfg.block_size
     seq = list(how.template) if how.template else [tok.MASK] * block_size
     candidates = how.candidates or [list(range(len(tok.chars))) + [tok.PAD]] * block_size
-    if how.length == 'first':
-        seq, candidates = draw_length(model, seq, candidates, rng)
-        if trace is not None:
-            trace.append((how.steps, 1.0, how.temperature * how.temp_start, seq))
+    if how.length == 'first':  # the temperature then shapes the letters, not the length
+        before, (seq, candidates) = seq, draw_length(model, seq, candidates, rng)
+        if trace is not None and seq != before:
+            trace.append((how.steps, 1.0, 1.0, seq))  # drawn at T = 1
     counts = masked_counts(seq.count(tok.MASK), how.steps)
     for i in range(how.steps, 0, -1):
         if counts[i - 1] == counts[i]:

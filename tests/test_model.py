@@ -410,24 +410,40 @@ class SamplerTest(unittest.TestCase):
 
     def test_length_first_then_the_schedule_over_the_letters(self):
         cfg, tok = tiny()
-        model = md.Model.new(cfg, tok).frozen()
-        for seed in range(6):
+        floats = md.as_floats(md.Model.new(cfg, tok).params)
+
+        def ends_by_8(params, cfg, tokens, positions):  # the transformer, nudged to end names
+            logits = md.transformer(params, cfg, tokens, positions)
+            for lg, i in zip(logits, positions):
+                lg[tok.PAD] += 1.5 * (i - 5)
+            return logits
+
+        model, ends = md.Model(cfg, tok, floats, ends_by_8), set()
+        for seed in range(12):
             trace = []
-            how = md.Sampling(steps=20)
+            how = md.Sampling(steps=20, temperature=0.7)
             seq = md.sample_tokens(model, random.Random(seed), how, trace)
-            first = trace[0][3]  # the length step: only PADs placed, from the end on
-            end = first.index(tok.PAD) if tok.PAD in first else cfg.block_size
-            self.assertEqual(first, [tok.MASK] * end + [tok.PAD] * (cfg.block_size - end))
-            self.assertEqual(trace[0][:3], (20, 1.0, how.temp_start))
-            counts = md.masked_counts(end, 20)
-            self.assertEqual([i for i, _, _, _ in trace[1:]],
+            end = len(tok.decode(seq))
+            if end < cfg.block_size:  # the length step: only PADs placed, from the end on
+                self.assertEqual(trace[0][3], [tok.MASK] * end + [tok.PAD] * (16 - end))
+                self.assertEqual(trace.pop(0)[:3], (20, 1.0, 1.0))  # drawn at T = 1
+            counts = md.masked_counts(end, 20)  # (no PAD drawn: no step that changes nothing)
+            self.assertEqual([i for i, _, _, _ in trace],
                              [i for i in range(20, 0, -1) if counts[i - 1] != counts[i]])
-            for i, t, T, tokens in trace[1:]:
+            for i, t, T, tokens in trace:
                 self.assertEqual(tokens.count(tok.MASK), counts[i - 1])
-                self.assertEqual(tokens[end:], first[end:])
+                self.assertEqual(tokens[end:], [tok.PAD] * (16 - end))
             self.assertNotIn(tok.MASK, seq)
             self.assertNotIn(tok.PAD, seq[:end])  # every position before the end is a letter
             self.assertEqual(len(tok.decode(seq)), end)
+            ends.add(end)
+        self.assertGreater(len(ends), 2)
+        self.assertLess(max(ends), cfg.block_size)
+        template, candidates = md.parse_pattern('m_r__', tok, cfg.block_size)  # length fixed
+        trace = []
+        md.sample_tokens(model, random.Random(0), md.Sampling(template=template,
+                                                              candidates=candidates), trace)
+        self.assertEqual([tokens.count(tok.MASK) for _, _, _, tokens in trace], [2, 1, 0])
 
     def test_length_follows_the_model_odds_whatever_the_temperature(self):
         cfg, tok = tiny(block_size=6)
