@@ -305,10 +305,10 @@ def gumbel(rng):
 def draw(logits, candidates, temperature, rng):
     """A token drawn from softmax(logits / temperature) over the candidates, and a confidence.
     One Gumbel-max draw gives both: token = argmax_c (log p_c + T·g_c), g_c standard Gumbel
-    noise; the confidence is the winning score. As T falls to 0 it tends to log p(token),
-    plain confidence (LLaDA); at T = 1 it is a standard Gumbel whatever p is (the max of
-    Gumbel-shifted log-probabilities is), so re-masking the least confident is re-masking at
-    random, the true reverse process; in between, MaskGIT's noisy confidence."""
+    noise, confidence = the winning score: log p(token) as T falls to 0 (LLaDA); at T = 1 a
+    standard Gumbel whatever p is (the max of Gumbel-shifted log-probabilities is), so that
+    re-masking the least sure is re-masking at random (the true reverse process); between,
+    MaskGIT's noisy confidence."""
     scores = [logits[c] for c in candidates]
     log_total = logsumexp(scores)
     perturbed = [s - log_total + temperature * gumbel(rng) for s in scores]
@@ -317,11 +317,10 @@ def draw(logits, candidates, temperature, rng):
 
 
 def draw_length(model, seq, candidates, rng):
-    """Where the name ends, drawn from the model's odds (at T = 1) before any letter. A PAD is
-    only ever followed by PADs, so P(PAD at i), read with every open position masked, is the
-    model's P(the name has ended by i): a cumulative distribution (kept from dipping: each
-    position's P(PAD) is its own output), and the end is the first i where it passes a
-    uniform u. From the end on, every open position is PAD; before it, a letter."""
+    """Where the name ends, drawn from the model's odds (at T = 1) before any letter. PADs only
+    follow PADs, so P(PAD at i), every open position masked, is the model's P(ended by i): a
+    cumulative distribution (kept from dipping: each P(PAD) is its own output); the end is the
+    first i where it passes a uniform u. From it on, open positions are PAD; before, letters."""
     pad, mask = model.tok.PAD, model.tok.MASK
     open_ = [i for i, tok in enumerate(seq) if tok == mask and pad in candidates[i]]
     cdf, end, u = 0.0, len(seq), rng.random()  # end = len(seq): no PAD, every position a letter
@@ -404,15 +403,13 @@ def sample_left_to_right(model, rng, how, trace=None):
 # --- The ELBO: how well the model explains a name, in nats -----------------------------------
 
 def nelbo(model, tokens, rng):
-    """An unbiased estimate of one name's negative ELBO, an upper bound on -log p(name).
-
-    For absorbing diffusion over L positions (MDLM, RADD) the continuous-time bound is exactly
+    """An unbiased estimate of one name's negative ELBO, an upper bound on -log p(name). For
+    absorbing diffusion over L positions (MDLM, RADD) the continuous-time bound is exactly
 
         NELBO(x) = Σ_{k=1..L} 1/k · E_M [ Σ_{i∈M} -log p(x_i | x with the positions M masked) ]
 
     with M a uniformly random set of k positions. The first k positions of one random order
-    are such a set, for every k at once: L forward passes per estimate.
-    """
+    are such a set, for every k at once: L forward passes per estimate."""
     order = rng.sample(range(len(tokens)), len(tokens))
     return sum([erased_nll(model, tokens, sorted(order[:k])) / k
                 for k in range(1, len(tokens) + 1)])
@@ -426,9 +423,8 @@ def nelbo_one_pass(model, tokens, rng):
 
 
 def left_to_right_nll(model, tokens):
-    """The exact -log p(tokens) of the diffusion model unmasking strictly left to right: each
-    position predicted from the ones before it, the rest masked, every PAD scored. The NELBO
-    averages such -log p over random orders (RADD); GPT's loss is the same chain rule."""
+    """The exact -log p(tokens) unmasking left to right: each position predicted from the ones
+    before it, the rest masked, every PAD scored (GPT's chain rule; the NELBO averages orders)."""
     mask_id, size = model.tok.MASK, len(tokens)
     return sum([token_nll(model.logits(tokens[:i] + [mask_id] * (size - i), [i])[0], tokens[i],
                           mask_id) for i in range(size)])
