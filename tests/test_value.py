@@ -3,8 +3,8 @@
 import math
 import unittest
 
-from value import (Tape, Value, dot, exp, log, logsumexp, matmul, relu, relu_matmul,
-                   softmax_average, topological_order, vsum)
+from value import (Tape, Value, dot, exp, log, logsumexp, matmul, reference_matmul, relu,
+                   relu_matmul, softmax_average, topological_order, vsum)
 
 
 def central_difference(f, xs, i, h=1e-6):
@@ -128,6 +128,29 @@ class OperationsTest(GradientCheck):
             outs = matmul(rows, [v[6:9], v[3:6]])
             return vsum([o * o for out in outs for o in out])
         self.assert_gradients(f, [[0.3, -1.2, 0.5, 2.0, -0.1, 0.01, 1.5, -0.7, 0.2]], rel=1e-4)
+
+    def test_matmul_equals_the_reference_from_primitives(self):
+        # the same numbers and gradients as the core's three-line definition, fewer nodes
+        rows = [[Value(0.3 * i - 0.2 * j + 0.1) for j in range(4)] for i in range(3)]
+        xs = [[Value(0.5 * j - 0.4 * k) for j in range(4)] for k in range(2)]
+        grads = []
+        for product in (matmul, reference_matmul):
+            outs = product(rows, xs)
+            vsum([o * (i + 1) for out in outs for i, o in enumerate(out)]).backward()
+            leaves = sum(rows + xs, [])
+            grads.append([v.grad for v in leaves])
+            for v in leaves:  # leaves accumulate: start the second product from zero
+                v.grad = 0.0
+            self.assertEqual(len(outs), 2)
+            for out, x in zip(outs, xs):
+                for o, row in zip(out, rows):
+                    self.assertTrue(math.isclose(o.data, sum(w.data * xi.data
+                                                             for w, xi in zip(row, x)),
+                                                 rel_tol=1e-12, abs_tol=1e-15))
+        for fast, reference in zip(*grads):
+            self.assertTrue(math.isclose(fast, reference, rel_tol=1e-12, abs_tol=1e-15))
+        self.assertTrue(any(grads[0]))
+        self.assertEqual(reference_matmul([[1.0, 2.0]], [[3.0, 4.0]]), [[11.0]])
 
     def test_matmul_with_a_residual(self):
         rows = [[0.5, -1.0, 2.0], [1.5, 0.0, -0.3]]
