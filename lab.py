@@ -4,6 +4,7 @@ main() here; the algorithm never needs this module to train or sample."""
 
 import argparse
 import collections
+import contextlib
 import gc
 import hashlib
 import json
@@ -12,6 +13,7 @@ import multiprocessing
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -19,22 +21,33 @@ import sys
 import tempfile
 import threading
 import time
+import unicodedata
 from dataclasses import asdict
 from xml.sax.saxutils import escape
 
 import microdiffusion as md
 from value import Value, topological_order
 
+try:
+    import fcntl  # file locks, for one writer per checkpoint (not on Windows)
+except ImportError:
+    fcntl = None
+
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'names.txt')
 DEFAULT_CHECKPOINT = 'model.json'
+FORMAT, VERSION = 'microdiffusion checkpoint', 2  # version 2 added p(length), "lengths"
 MODEL_FIELDS = ('model', 'n_embd', 'n_head', 'n_layer', 'block_size', 'denoiser', 'mlp_hidden')
-MAX_PARAMS = 2_000_000  # a bigger model needs gigabytes of Values, and days to train
+# What the lab reads, checked before any work: past these a pure-Python run takes days or
+# gigabytes. The largest checkpoint: the largest model and Adam's two moments, 25 characters a
+# number, and the longest history.
+MAX_PARAMS, MAX_HISTORY, MAX_DATA = 200_000, 100_000, 16 * 2**20
+MAX_CHECKPOINT = 3 * MAX_PARAMS * 25 + MAX_HISTORY * 100 + 2**20
 
 # What every setting may be, on the command line and in a checkpoint alike: (int, low, high)
-# inclusive, (float, low, high) strictly between, or the words allowed.
+# inclusive, (float, low, high) strictly between, bool, or the words allowed.
 LIMITS = {'n_embd': (int, 1, 1024), 'n_head': (int, 1, 1024), 'n_layer': (int, 1, 64),
-          'block_size': (int, 1, 1024), 'model': ('diffusion', 'gpt'),
-          'denoiser': tuple(md.DENOISERS), 'mlp_hidden': (int, 1, 65536),
+          'block_size': (int, 2, 256), 'model': ('diffusion', 'gpt'),
+          'denoiser': tuple(md.DENOISERS), 'mlp_hidden': (int, 1, 65536), 'padding': bool,
           'init_std': (float, 0, 10), 't_min': (float, 0, 1), 'steps': (int, 1, 10**9),
           'batch_size': (int, 1, 10**6), 'lr': (float, 0, 1e300), 'warmup': (int, 0, 10**9),
           'beta1': (float, 0, 1), 'beta2': (float, 0, 1), 'adam_eps': (float, 0, 1),
@@ -47,8 +60,8 @@ SAMPLING_LIMITS = {'steps': (int, 1, 10**6), 'temp_start': (float, 0, 100),
 
 
 def fits(value, rule):
-    if isinstance(rule[0], str):
-        return value in rule
+    if rule is bool or isinstance(rule[0], str):
+        return type(value) is bool if rule is bool else value in rule
     kind, low, high = rule
     if kind is int:
         return type(value) is int and low <= value <= high
@@ -60,54 +73,76 @@ class UserError(Exception):
 
 
 class Interrupted(Exception):
-    """A signal stopped training: args are (signal number, the step saved)."""
+    """A signal stopped training: args are (signal number, the step saved or what to say)."""
 
 
-def say(text):
-    """A line on stderr, which may have gone away (a closed pipe): then nothing is said."""
+def say(text, end='\n'):
+    """Text on stderr; if stderr has gone away (a closed pipe), the work goes on without it."""
     try:
-        print(text, file=sys.stderr, flush=True)
+        print(text, end=end, file=sys.stderr, flush=True)
     except (OSError, ValueError):
-        stderr_gone()
+        with contextlib.suppress(OSError):  # so that nothing, even Python at exit, fails on it
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
 
 
-def stderr_gone():
-    """Point stderr at the null device, so that nothing, not even Python at exit, fails on it."""
+def out(text):
+    """A line of results on stdout, or one clear error if stdout cannot take it."""
     try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-    except OSError:
-        pass
+        print(text, flush=True)
+    except UnicodeEncodeError as e:
+        raise UserError(f'stdout cannot show {e.object[e.start:e.end]!r} in its encoding, '
+                        f'{e.encoding}; set PYTHONIOENCODING=utf-8') from None
+    except OSError as e:
+        if isinstance(e, BrokenPipeError):
+            raise
+        raise UserError(f'stdout cannot be written ({e.strerror or e})') from None
 
 
 # --- Data ------------------------------------------------------------------------------------
 
-def read_names(path, longest=None):
-    """The names in a UTF-8 file, one per line (\\n, \\r\\n or a lone \\r), stripped; blank lines
-    are skipped and a byte-order mark is never part of a name. Every problem is a UserError."""
+def read_file(path, what, limit=MAX_DATA):
+    """A file's bytes, at most `limit` of them, or a UserError that says why not."""
     try:
         with open(path, 'rb') as f:
-            raw = f.read()
+            raw = f.read(limit + 1)
     except FileNotFoundError:
-        raise UserError(f'{path}: no such file; give a text file with one name per line') from None
+        raise UserError(f'{path}: no such file; give {what}') from None
     except IsADirectoryError:
-        raise UserError(f'{path}: is a folder; give a text file with one name per line') from None
+        raise UserError(f'{path}: is a folder; give {what}') from None
     except OSError as e:
         raise UserError(f'{path}: cannot be read ({e.strerror})') from None
+    if len(raw) > limit:
+        raise UserError(f'{path}: is larger than {limit / 2**20:g} MB, more than the lab reads')
+    return raw
+
+
+def read_names(path, longest=LIMITS['block_size'][2] - 1):
+    """The names in a UTF-8 file, one per line (\\n, \\r\\n or a lone \\r), stripped; blank lines
+    are skipped and a byte-order mark is never part of a name. Every problem is a UserError."""
     names = []
-    for number, line in enumerate(re.split(rb'\r\n|\r|\n', raw), start=1):
+    for number, line in enumerate(re.split(rb'\r\n|\r|\n', read_file(
+            path, 'a text file with one name per line')), start=1):
         try:
             name = line.decode('utf-8').replace('\ufeff', '').strip()
         except UnicodeDecodeError:
             raise UserError(f'{path}, line {number}: is not UTF-8 text; save it as UTF-8') from None
-        if longest is not None and len(name) > longest:
+        if len(name) > longest:
             shown = name if len(name) <= 30 else name[:27] + '...'
             raise UserError(f'{path}, line {number}: {shown!r} has {len(name)} characters, more '
                             f'than the {longest} a name can have; shorten or remove it')
-        if name:
-            names.append(name)
+        if any(unsafe(c, '\t') for c in name):
+            raise UserError(f'{path}, line {number}: holds a control character, not text (is '
+                            'it UTF-16?); save it as UTF-8 text')
+        names += [name] if name else []
     if not names:
         raise UserError(f'{path}: has no names (it is empty or only blank lines)')
     return names
+
+
+def unsafe(char, allowed):
+    """A control character (but those allowed) or half a surrogate pair: it would upset a
+    terminal or a file."""
+    return char not in allowed and unicodedata.category(char) in ('Cc', 'Cs')
 
 
 def split_names(names, val_size):
@@ -121,11 +156,6 @@ def split_names(names, val_size):
 def fingerprint(names):
     """A short hash of the training names, so --resume can refuse different data."""
     return hashlib.sha256('\n'.join(names).encode('utf-8')).hexdigest()[:16]
-
-
-def longest(cfg):
-    """The longest name a model can hold: a GPT needs one position for its start token."""
-    return cfg.block_size - 1 if cfg.model == 'gpt' else cfg.block_size
 
 
 def marks(tok):
@@ -144,33 +174,18 @@ def show(tokens, tok, colour=False):
 
 # --- Processes: the same results from one process or many ------------------------------------
 
-# The signals that stop training cleanly: Ctrl-C, kill, a closed terminal (where it exists).
-STOP_SIGNALS = [getattr(signal, name) for name in ('SIGINT', 'SIGTERM', 'SIGHUP')
-                if hasattr(signal, name)]
-
-
-def available_cpus():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-# PyPy pickles slowly, so a pool of two trained slower there than one process.
-TRAIN_PROCESSES = 1 if sys.implementation.name == 'pypy' else available_cpus()
-
-
-def under_debugger():
-    """Whether a debugger traces this process (pdb, an IDE's, or on 3.12+ sys.monitoring's)."""
-    monitoring = getattr(sys, 'monitoring', None)
-    return sys.gettrace() is not None or (
-        monitoring is not None and monitoring.get_tool(monitoring.DEBUGGER_ID) is not None)
+# The signals that stop work cleanly: Ctrl-C, kill, a closed terminal (where it exists).
+STOP_SIGNALS = [getattr(signal, s) for s in ('SIGINT', 'SIGTERM', 'SIGHUP') if hasattr(signal, s)]
+CPUS = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+TRAIN_PROCESSES = 1 if sys.implementation.name == 'pypy' else CPUS  # PyPy pickles slowly
 
 
 def processes(requested):
-    """As many processes as asked, but one under a debugger: a breakpoint in a worker process
-    would fire where nobody is watching."""
-    if requested > 1 and under_debugger():
+    """As many processes as asked, but one under a debugger (pdb, an IDE's, or on 3.12+
+    sys.monitoring's): a breakpoint in a worker would fire where nobody is watching."""
+    monitoring = getattr(sys, 'monitoring', None)
+    if requested > 1 and (sys.gettrace() is not None or (
+            monitoring is not None and monitoring.get_tool(monitoring.DEBUGGER_ID) is not None)):
         say('a debugger is attached: running in this one process')
         return 1
     return requested
@@ -199,21 +214,20 @@ class Workers:
         if not self.pool:
             yield from map(fn, jobs)
             return
-        pending = collections.deque()
-        for job in jobs:
-            pending.append(self.pool.apply_async(fn, (job,)))
-            if len(pending) >= 2 * self.n:
-                yield self.wait(pending.popleft(), stop)
-        while pending:
-            yield self.wait(pending.popleft(), stop)
-
-    @staticmethod
-    def wait(result, stop):
-        while not result.ready():
-            result.wait(0.1)
-            if stop():
-                raise Interrupted(stop())
-        return result.get()
+        pending, jobs = collections.deque(), iter(jobs)
+        while True:
+            for job in jobs:
+                pending.append(self.pool.apply_async(fn, (job,)))
+                if len(pending) >= 2 * self.n:
+                    break
+            if not pending:
+                return
+            result = pending.popleft()
+            while not result.ready():
+                result.wait(0.1)
+                if stop():
+                    raise Interrupted(stop())
+            yield result.get()
 
 
 def _start_worker(parent):
@@ -251,6 +265,7 @@ def _local(model):
                   for name, rows in model.params.items()}
         _replicas[key] = md.Model(model.cfg, model.tok, params, model.denoiser), md.flatten(params)
     replica, values = _replicas[key]
+    replica.lengths = model.lengths
     for name, rows in model.params.items():
         for row, numbers in zip(replica.params[name], rows):
             for p, x in zip(row, numbers):
@@ -277,12 +292,9 @@ def _nelbo_job(job):
 
 def _sample_job(job):
     model, how, seeds, want_trace = job
-    results = []
-    for seed in seeds:
-        trace = [] if want_trace else None
-        tokens = md.sample_tokens(model, random.Random(seed), how, trace)
-        results.append((model.tok.decode(tokens), trace))
-    return results
+    traces = [[] if want_trace else None for _ in seeds]
+    return [(model.tok.decode(md.sample_tokens(model, random.Random(seed), how, trace)), trace)
+            for seed, trace in zip(seeds, traces)]
 
 
 def gradients_from(workers, model, stop):
@@ -301,12 +313,12 @@ def gradients_from(workers, model, stop):
 
 
 def nelbo_estimates(model, names, seed, workers, kind='random orders', on_progress=None):
-    """Each name's score in nats (see ESTIMATES), each from its own seeded random generator."""
+    """Each name's score in nats (see ESTIMATES), each from its own seeded random generator,
+    in jobs of at most 50 names, so that progress shows however many there are."""
     rng, frozen = random.Random(f'{seed}:nelbo'), model.frozen()
-    items = [(model.tok.encode(name, model.cfg.block_size), rng.getrandbits(64)) for name in names]
-    size = -(-len(items) // max(1, len(items) // 10))
-    estimates = []
-    jobs = [(frozen, items[i:i + size], kind) for i in range(0, len(items), size)]
+    items = [(model.encode(name), rng.getrandbits(64)) for name in names]
+    size, estimates = max(1, min(50, len(items) // 10)), []
+    jobs = ((frozen, items[i:i + size], kind) for i in range(0, len(items), size))
     for share in workers.map(_nelbo_job, jobs):
         estimates += share
         if on_progress:
@@ -317,6 +329,8 @@ def nelbo_estimates(model, names, seed, workers, kind='random orders', on_progre
 def sample_names(model, n, seed, how, workers, want_trace=False):
     """n (name, trace) pairs, streamed as they are made: the same names as md.sample()."""
     rng, frozen = random.Random(f'{seed}:sample'), model.frozen()
+    if how.pattern and model.lengths and how.lengths is None:  # once, not once a name
+        how.lengths = md.pattern_lengths(frozen, *how.pattern)
     jobs = ((frozen, how, [rng.getrandbits(64) for _ in range(min(4, n - i))], want_trace)
             for i in range(0, n, 4))
     for share in workers.map(_sample_job, jobs):
@@ -330,9 +344,8 @@ class Signals:
     its number (0 if none came), so training can stop at a safe place."""
 
     def __enter__(self):
-        self.received, self.previous = 0, {}
-        for number in STOP_SIGNALS:
-            self.previous[number] = signal.signal(number, self.note)
+        self.received = 0
+        self.previous = {n: signal.signal(n, self.note) for n in STOP_SIGNALS}
         return self
 
     def note(self, number, frame):
@@ -355,23 +368,21 @@ def run_training(model, train_names, val_names, data_fingerprint, checkpoint, wo
     the last finished one saved, and Interrupted raised. A loss that is not finite raises
     UserError, the checkpoint left as it was. stop_after (tests) ends the run early, saved.
     """
-    cfg = model.cfg
-    adam = md.Adam(md.flatten(model.params), cfg)
+    cfg, adam = model.cfg, md.Adam(md.flatten(model.params), model.cfg)
     step, saved_at = 0, None  # saved_at: the step the checkpoint on disk holds
+    smooth, weight, history = 0.0, 0.0, []
     if state:
         step = saved_at = state['step']
         adam.t, adam.m, adam.v = state['adam_t'], state['adam_m'], state['adam_v']
+        (smooth, weight), history = state['smoothed'], list(state['history'])
+    # history: the run's curve, [step, loss, smoothed loss, validation or None, seconds] rows
     batches, progress = md.Batches(train_names, cfg), Progress(cfg.steps, 'step', step)
-    smooth, weight = state.get('smoothed', [0.0, 0.0]) if state else (0.0, 0.0)
-    val = None
-    # The run's curve: [step, loss, smoothed loss, validation or None, seconds], about 400 rows
-    history = list(state.get('history', [])) if state else []
+    val, val_names = None, val_names[:cfg.val_names]
     began = time.perf_counter() - (history[-1][4] if history else 0.0)
-    every = max(1, cfg.steps // 400)
-    # The loss covers the noise levels from t_min up (see md.diffusion_loss); validation's
-    # NELBO covers them all, so it sits above the loss without any over-fitting.
-    loss_label = 'loss' if cfg.model == 'gpt' else f'loss(t>={cfg.t_min:g})'
-    val_label = 'val NLL ' if cfg.model == 'gpt' else 'val NELBO ~'
+    # The loss covers noise levels from t_min up (see md.diffusion_loss); validation's NELBO
+    # covers them all and the length: it sits above the loss without any over-fitting.
+    labels = (('loss', 'val NLL ') if cfg.model == 'gpt' else
+              (f'loss(t>={cfg.t_min:g})', 'val NELBO ~'))
 
     def save():
         training = {'step': step, 'settings': asdict(cfg), 'data_fingerprint': data_fingerprint,
@@ -397,19 +408,17 @@ def run_training(model, train_names, val_names, data_fingerprint, checkpoint, wo
                                 f'{kept}; try a smaller --lr') from None
             step += 1
             smooth, weight = 0.98 * smooth + 0.02 * loss, 0.98 * weight + 0.02
-            detail = f'{loss_label} {loss:.3f}  smooth {smooth / weight:.3f}'
             validated = val_names and (step % cfg.val_every == 0 or step == cfg.steps)
             if validated:
-                val = statistics.fmean(validation(model, val_names[:cfg.val_names], workers))
-            if validated or step % every == 0 or step == cfg.steps:
+                val = statistics.fmean(validation(model, val_names, workers))
+            if validated or step % max(1, cfg.steps // 400) == 0 or step == cfg.steps:
                 history.append([step, loss, smooth / weight, val if validated else None,
                                 round(time.perf_counter() - began, 3)])
             if validated:
                 save()
                 saved_at = step
-            if val is not None:
-                detail += f'  {val_label}{val:.2f}'
-            progress.update(step, detail, force=saved_at == step)
+            progress.update(step, f'{labels[0]} {loss:.3f}  smooth {smooth / weight:.3f}' + (
+                f'  {labels[1]}{val:.2f}' if val is not None else ''), force=saved_at == step)
         if saved_at != step:
             save()
     finally:
@@ -423,8 +432,8 @@ def validation(model, names, workers):
     """One-pass NELBO estimates of held-out names, always with the same seed, so successive
     validations differ only because the model changed."""
     try:
-        kind = 'gpt' if model.cfg.model == 'gpt' else 'one pass'
-        return nelbo_estimates(model, names, 0, workers, kind)
+        return nelbo_estimates(model, names, 0, workers,
+                               'gpt' if model.cfg.model == 'gpt' else 'one pass')
     except ArithmeticError as e:
         raise UserError(f'validation overflowed ({e}); try a smaller --lr') from None
 
@@ -435,8 +444,7 @@ class Progress:
 
     def __init__(self, total, unit, start=0):
         self.total, self.unit, self.start = total, unit, start
-        self.live, self.shown = sys.stderr.isatty(), False
-        self.began = time.perf_counter()
+        self.live, self.shown, self.began = sys.stderr.isatty(), False, time.perf_counter()
 
     def update(self, done, detail='', force=False):
         speed = (done - self.start) / max(time.perf_counter() - self.began, 1e-9)
@@ -445,35 +453,27 @@ class Progress:
                 f'{self.unit}s/s  {f"{left // 60}m{left % 60:02d}s" if left >= 60 else f"{left}s"}'
                 ' left')
         if self.live:
-            self.write('\r' + line + '\033[K')
             self.shown = True
+            say('\r' + line + '\033[K', end='')
         elif force or done == self.total or done % max(1, self.total // 10) == 0:
-            self.write(line + '\n')
+            say(line)
 
     def finish(self):
         if self.shown:
-            self.write('\n')
             self.shown = False
-
-    @staticmethod
-    def write(text):
-        try:
-            sys.stderr.write(text)
-            sys.stderr.flush()
-        except (OSError, ValueError):  # stderr is gone: the work goes on without it
-            stderr_gone()
+            say('')
 
 
-# --- Checkpoints -----------------------------------------------------------------------------
+# --- Files: checkpoints, pictures, one writer at a time -------------------------------------
 
 def save_checkpoint(path, model, training=None):
-    """One JSON file: the vocabulary, the model's shape, the weights [out][in], and what
-    --resume needs. Floats are written with repr, so they read back exactly."""
-    doc = {'format': 'microdiffusion checkpoint', 'version': 1, 'chars': model.tok.chars,
+    """One JSON file: the vocabulary, the model's shape, p(length), the weights [out][in], and
+    what --resume needs. Floats are written with repr, so they read back exactly."""
+    doc = {'format': FORMAT, 'version': VERSION, 'chars': model.tok.chars,
            'config': {f: getattr(model.cfg, f) for f in MODEL_FIELDS},
            'params': md.as_floats(model.params)}
-    if training:
-        doc['training'] = training
+    doc.update({'lengths': model.lengths} if model.lengths else {})
+    doc.update({'training': training} if training else {})
     write_atomic(path, json.dumps(doc, allow_nan=False))
 
 
@@ -483,8 +483,7 @@ def write_atomic(path, text):
     (its target replaced, the link kept), and an existing file keeps its mode."""
     target = os.path.realpath(path)
     mode = os.stat(target).st_mode & 0o7777 if os.path.exists(target) else 0o644
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target),
-                               prefix='.' + os.path.basename(target) + '.', suffix='.tmp')
+    fd, tmp = temporary_beside(target)
     try:
         with os.fdopen(fd, 'w', encoding='utf-8') as f:
             f.write(text)
@@ -497,22 +496,25 @@ def write_atomic(path, text):
         raise
 
 
+def temporary_beside(target):
+    return tempfile.mkstemp(dir=os.path.dirname(target),
+                            prefix='.' + os.path.basename(target) + '.', suffix='.tmp')
+
+
 def check_writable(path, flag='--checkpoint', noun='checkpoint'):
-    """Fail now, not after an hour of training, unless path is a file name in a folder we may
+    """Fail now, not after an hour of training, unless path names a file in a folder we may
     write, and what is there already is a regular file that is not read-only."""
     if not path or path.endswith(('/', os.sep)):
         raise UserError(f'{flag} {path!r}: give a file name for the {noun}')
     target = os.path.realpath(path)
     if os.path.isdir(target):
         raise UserError(f'{path}: is a folder; give a file name for the {noun}')
-    if os.path.exists(target):
-        mode = os.stat(target).st_mode
-        if not (mode & 0o170000) == 0o100000:
-            raise UserError(f'{path}: is not a regular file; give a file name for the {noun}')
-        if not mode & 0o222:
-            raise UserError(f'{path}: is read-only; make it writable or choose another {flag}')
-    try:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix='.microdiffusion.')
+    if os.path.exists(target) and not os.path.isfile(target):
+        raise UserError(f'{path}: is not a regular file; give a file name for the {noun}')
+    if os.path.exists(target) and not os.stat(target).st_mode & 0o222:
+        raise UserError(f'{path}: is read-only; make it writable or choose another {flag}')
+    try:  # the very temporary name write_atomic will use: a name too long fails here
+        fd, tmp = temporary_beside(target)
     except OSError as e:
         raise UserError(f'{path}: cannot write a {noun} there ({e.strerror}); '
                         f'choose another {flag}') from None
@@ -520,64 +522,109 @@ def check_writable(path, flag='--checkpoint', noun='checkpoint'):
     os.unlink(tmp)
 
 
-def load_checkpoint(path):
-    """(model, training state or None), every part checked before anything is used."""
+def check_paths(outputs, inputs=()):
+    """Before any work, refuse an output that is another output or an input, by whatever name:
+    each a (flag, path) pair, path None where the flag was not given."""
+    seen = []
+    for is_output, (flag, path) in [(False, i) for i in inputs] + [(True, o) for o in outputs]:
+        for other, other_path in [(f, p) for f, p in seen if path and is_output]:
+            if os.path.realpath(path) == os.path.realpath(other_path):
+                raise UserError(f'{flag} {path}: is the same file as {other} {other_path}; '
+                                f'choose another {flag}')
+        seen += [(flag, path)] if path else []
+
+
+@contextlib.contextmanager
+def one_writer(checkpoint):
+    """A lock beside the checkpoint while training writes it, so that a second run on the same
+    file is refused while the first lives. The system drops the lock of a process that dies,
+    so one left by a killed run never blocks."""
+    if fcntl is None:
+        yield
+        return
+    target = os.path.realpath(checkpoint)
+    path = os.path.join(os.path.dirname(target), '.' + os.path.basename(target) + '.lock')
+    while True:
+        lock = open(path, 'a')
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise UserError(f'{checkpoint}: another run is training it now; wait for it to end, '
+                            'or choose another --checkpoint') from None
+        if os.path.exists(path) and os.path.samestat(os.fstat(lock.fileno()), os.stat(path)):
+            break  # else its last holder removed it as we opened it: lock the new one
+        lock.close()
     try:
-        if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
-            raise UserError(f'{path}: is not a regular file, so not a checkpoint')
-        with open(path, encoding='utf-8') as f:
-            doc = json.loads(f.read(), parse_constant=not_a_number(path))
-    except FileNotFoundError:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        lock.close()
+
+
+def load_checkpoint(path, resuming=False):
+    """(model, the training section or None), everything sample and eval use checked before it
+    is used; what only --resume needs is checked when resuming."""
+    if not os.path.exists(path):
         raise UserError(f'{path}: no such checkpoint; train one first '
-                        '(python microdiffusion.py train) or pass --checkpoint') from None
-    except (OSError, UnicodeDecodeError) as e:
+                        '(python microdiffusion.py train) or pass --checkpoint')
+    if not os.path.isfile(path):
+        raise UserError(f'{path}: is not a regular file, so not a checkpoint')
+    try:
+        text = read_file(path, 'a checkpoint', MAX_CHECKPOINT).decode('utf-8')
+        doc = json.loads(text, parse_constant=not_a_number(path))
+    except UnicodeDecodeError as e:
         raise UserError(f'{path}: cannot be read as a checkpoint ({e})') from None
     except (ValueError, RecursionError) as e:  # bad JSON, a 5,000-digit number, deep nesting
         reason = 'nested too deeply' if isinstance(e, RecursionError) else str(e)[:80]
         raise UserError(f'{path}: is not a microdiffusion checkpoint (not JSON: {reason})') \
             from None
 
-    def bad(what):
-        return UserError(f'{path}: not a valid microdiffusion checkpoint ({what})')
+    def need(condition, what):
+        if not condition:
+            raise UserError(f'{path}: not a valid microdiffusion checkpoint ({what})')
 
-    if not (isinstance(doc, dict) and doc.get('format', 'microdiffusion checkpoint')
-            == 'microdiffusion checkpoint'):
-        raise bad('not a JSON object with "chars", "config" and "params"')
-    chars = doc.get('chars')
-    chars = list(chars) if isinstance(chars, str) else chars
-    if (not isinstance(chars, list) or not chars or len(set(chars)) != len(chars)
-            or not all(isinstance(c, str) and len(c) == 1 for c in chars)):
-        raise bad('"chars" must list distinct single characters')
-    shape = doc.get('config')
-    if not isinstance(shape, dict):
-        raise bad('no "config"')
-    cfg = md.Config()
+    need(isinstance(doc, dict) and doc.get('format', FORMAT) == FORMAT,
+         'not a JSON object with "chars", "config" and "params"')
+    chars = list(doc['chars']) if isinstance(doc.get('chars'), str) else doc.get('chars')
+    need(isinstance(chars, list) and chars and len(set(chars)) == len(chars) and all(
+        isinstance(c, str) and len(c) == 1 and not unsafe(c, '\t\n') for c in chars),
+        '"chars" must list distinct single characters, no control characters among them')
+    shape, cfg = doc.get('config'), md.Config()
+    need(isinstance(shape, dict), 'no "config"')
     for name in MODEL_FIELDS:
         setattr(cfg, name, shape.get(name, getattr(cfg, name)))
-        if not fits(getattr(cfg, name), LIMITS[name]):
-            raise bad(f'config {name} = {shape[name]!r}')
-    if cfg.n_embd % cfg.n_head:
-        raise bad(f'config: n_embd {cfg.n_embd} is not a multiple of n_head {cfg.n_head}')
+        need(fits(getattr(cfg, name), LIMITS[name]), f'config {name} = {shape.get(name)!r}')
+    cfg.padding = cfg.model == 'diffusion' and 'lengths' not in doc  # older: a --padding model
+    need(cfg.n_embd % cfg.n_head == 0,
+         f'config: n_embd {cfg.n_embd} is not a multiple of n_head {cfg.n_head}')
+    need(cfg.model == 'diffusion' or cfg.denoiser == 'transformer', 'a GPT is the transformer')
     tok = md.Tokenizer(chars)
     shapes = md.DENOISERS[cfg.denoiser][0](cfg, tok.vocab_size)
-    if sum(rows * columns for rows, columns in shapes.values()) > MAX_PARAMS:
-        raise bad(f'config describes more than {MAX_PARAMS:,} parameters')
+    need(sum(rows * columns for rows, columns in shapes.values()) <= MAX_PARAMS,
+         f'config describes more than {MAX_PARAMS:,} parameters')
     params = doc.get('params')
-    if not isinstance(params, dict) or set(params) != set(shapes):
-        raise bad(f'"params" must have exactly {", ".join(sorted(shapes))}')
+    need(isinstance(params, dict) and set(params) == set(shapes),
+         f'"params" must have exactly {", ".join(sorted(shapes))}')
     for name, (n_rows, n_columns) in shapes.items():
-        rows = params[name]
-        if not (isinstance(rows, list) and len(rows) == n_rows and all(
-                isinstance(row, list) and len(row) == n_columns and numbers(row, 1e6)
-                for row in rows)):
-            raise bad(f'{name} should be {n_rows} x {n_columns} finite numbers of at most 1e6')
+        need(isinstance(params[name], list) and len(params[name]) == n_rows and all(
+            isinstance(row, list) and len(row) == n_columns and numbers(row, 1e6)
+            for row in params[name]), f'{name} should be {n_rows} x {n_columns} finite numbers '
+             'of at most 1e6')
+    lengths = doc.get('lengths')
+    need(cfg.padding or cfg.model == 'gpt' or isinstance(lengths, list) and
+         len(lengths) == cfg.block_size and numbers(lengths, 1) and min(lengths[1:]) > 0
+         and abs(sum(lengths) - 1) < 1e-9, f'"lengths" must be {cfg.block_size} probabilities '
+         'that add up to 1, every length from 1 up above 0')
     model = md.Model(cfg, tok, {name: [[Value(float(x)) for x in row] for row in rows]
-                                for name, rows in params.items()})
-    training = doc.get('training')
-    if training is not None:
-        check_training_state(training, len(md.flatten(model.params)), bad)
-        if any(training['settings'][name] != getattr(cfg, name) for name in MODEL_FIELDS):
-            raise bad('"training" settings disagree with "config"')
+                                for name, rows in params.items()}, lengths=lengths)
+    training = doc.get('training') if isinstance(doc.get('training'), dict) else None
+    if resuming and training:
+        check_training_state(training, len(md.flatten(model.params)), need)
+        need(all(training['settings'][name] == getattr(cfg, name)
+                 for name in MODEL_FIELDS + ('padding',)),
+             '"training" settings disagree with "config"')
     return model, training
 
 
@@ -592,40 +639,39 @@ def numbers(xs, most):
     return all(type(x) in (int, float) and -most <= x <= most for x in xs)
 
 
-def check_training_state(training, n_params, bad):
-    """Raise bad(...) unless `training` is a state --resume can continue from, every setting
-    within LIMITS. Settings an older version recorded that no longer shape training (the
-    sampling temperatures) are dropped."""
-    settings = training.get('settings') if isinstance(training, dict) else None
-    if not isinstance(settings, dict):
-        raise bad('"training" must hold the run\'s "settings"')
-    settings.setdefault('model', 'diffusion')  # written before GPT existed
+def check_training_state(training, n_params, need):
+    """need(...) all that --resume continues from, every setting within LIMITS. A setting an
+    older version recorded that no longer shapes training is dropped; one that did not exist
+    yet takes that version's value (before GPT: diffusion; before p(length): --padding)."""
+    settings = training.get('settings')
+    need(isinstance(settings, dict), '"training" must hold the run\'s "settings"')
+    settings.setdefault('model', 'diffusion')
+    settings.setdefault('padding', settings['model'] == 'diffusion')
     missing = sorted(set(LIMITS) - set(settings))
-    if missing:
-        raise bad(f'"training" settings lack {", ".join(missing)}')
+    need(not missing, f'"training" settings lack {", ".join(missing)}')
     training['settings'] = settings = {name: settings[name] for name in LIMITS}
     for name, value in settings.items():
-        if not fits(value, LIMITS[name]):
-            raise bad(f'"training" setting {name} = {value!r} is out of range')
-    if not (fits(training.get('step'), (int, 0, settings['steps']))
-            and fits(training.get('adam_t'), (int, 0, 10**9))
-            and isinstance(training.get('data_fingerprint'), str)):
-        raise bad('"training" step, adam_t or data_fingerprint is missing or out of range')
+        need(fits(value, LIMITS[name]), f'"training" setting {name} = {value!r} is out of range')
+    step = training.get('step')
+    need(fits(step, (int, 0, settings['steps'])) and fits(training.get('adam_t'), (int, 0, 10**9))
+         and isinstance(training.get('data_fingerprint'), str),
+         '"training" step, adam_t or data_fingerprint is missing or out of range')
     for key in ('adam_m', 'adam_v'):
-        if not (isinstance(training.get(key), list) and len(training[key]) == n_params
-                and numbers(training[key], 1e12)):
-            raise bad(f'"training" {key} must hold {n_params} finite numbers')
+        need(isinstance(training.get(key), list) and len(training[key]) == n_params
+             and numbers(training[key], 1e12), f'"training" {key} must hold {n_params} numbers')
     smoothed = training.setdefault('smoothed', [0.0, 0.0])  # older checkpoints kept neither
-    if not (isinstance(smoothed, list) and len(smoothed) == 2 and numbers(smoothed, 1e12)):
-        raise bad('"training" smoothed must be [average, weight]')
+    need(isinstance(smoothed, list) and len(smoothed) == 2 and numbers(smoothed, 1e12),
+         '"training" smoothed must be [average, weight]')
     history = training.setdefault('history', [])
-    if not (isinstance(history, list) and len(history) <= 10**6 and all(
-            isinstance(row, list) and len(row) == 5 and fits(row[0], (int, 1, 10**9))
-            and numbers([x for x in row[1:] if x is not None], 1e12) for row in history)):
-        raise bad('"training" history must be rows of [step, loss, smoothed, validation, seconds]')
+    need(isinstance(history, list) and len(history) <= MAX_HISTORY and all(
+        isinstance(row, list) and len(row) == 5 and fits(row[0], (int, 1, step))
+        and numbers(row[1:3] + row[4:] + [x for x in row[3:4] if x is not None], 1e12)
+        for row in history) and [row[0] for row in history] == sorted(r[0] for r in history),
+        '"training" history must be rows of [step, loss, smoothed, validation, seconds] up '
+        'to the step saved, in order')
 
 
-# --- Reports ---------------------------------------------------------------------------------
+# --- Reports and pictures --------------------------------------------------------------------
 
 def sample_report(samples, train_names, held_out, block_size):
     """Lines describing sampled names against the data: new, unique, length."""
@@ -638,13 +684,10 @@ def sample_report(samples, train_names, held_out, block_size):
              f'{len(set(samples)) / len(samples):.1%} unique',
              f'mean length {statistics.fmean(map(len, samples)):.2f} '
              f'(data {statistics.fmean(map(len, data)):.2f}), length histogram total variation '
-             f'{tv:.3f}',
-             'length    data  samples   (each # is 2% of names)']
-    for length, (a, b) in enumerate(zip(theirs, mine)):
-        if a or b:
-            lines.append(f'{length:6d}  {a:6.1%}  {b:6.1%}   {"#" * round(a * 50):<20s}|'
-                         f'{"#" * round(b * 50)}')
-    return lines
+             f'{tv:.3f}', 'length    data  samples   (each # is 2% of names)']
+    return lines + [f'{length:6d}  {a:6.1%}  {b:6.1%}   {"#" * round(a * 50):<20s}|'
+                    f'{"#" * round(b * 50)}' for length, (a, b) in enumerate(zip(theirs, mine))
+                    if a or b]
 
 
 def length_histogram(names, block_size):
@@ -652,26 +695,10 @@ def length_histogram(names, block_size):
     return [counts[length] / len(names) for length in range(block_size + 1)]
 
 
-def nelbo_summary(estimates, names):
-    """(mean nats/name, its standard error, bits per character) for a list of estimates.
-    Characters are counted as len(name) + 1: the +1 is the end of the name."""
-    mean = statistics.fmean(estimates)
-    stderr = statistics.stdev(estimates) / math.sqrt(len(estimates)) if len(estimates) > 1 else 0.0
-    return mean, stderr, sum(estimates) / math.log(2) / sum(len(n) + 1 for n in names)
-
-
-def check_vocabulary(names, tok, label):
-    for name in names:
-        unknown = sorted(set(name) - set(tok.chars))
-        if unknown:
-            raise UserError(f'{label}: {name!r} has {"".join(unknown)!r}, which the model\'s '
-                            'vocabulary lacks, so its probability is 0')
-
-
 def score_line(model, names, label, workers):
     """The mean score of names under a model that did not make them: exact -log p for a GPT,
     the NELBO for diffusion; names it cannot hold are left out and counted."""
-    fit = [n for n in names if len(n) <= longest(model.cfg) and set(n) <= set(model.tok.chars)]
+    fit = [n for n in names if len(n) <= model.cfg.longest() and set(n) <= set(model.tok.chars)]
     if not fit:
         return f'{label}: none it can score'
     kind = 'gpt' if model.cfg.model == 'gpt' else 'random orders'
@@ -679,8 +706,6 @@ def score_line(model, names, label, workers):
     left_out = f' ({len(names) - len(fit)} it cannot hold left out)' * (len(fit) < len(names))
     return f'{label} {mean:.2f} nats/name{left_out}'
 
-
-# --- Pictures: the training curve and the reverse process -----------------------------------
 
 def curve_chart(history, width=60, height=10):
     """A text chart of a run's history: the smoothed loss (·) and validation (o) by step."""
@@ -691,12 +716,11 @@ def curve_chart(history, width=60, height=10):
     grid = [[' '] * width for _ in range(height)]
     for step, value, mark in points:
         x, y = round((step / last) * (width - 1)), round((high - value) / span * (height - 1))
-        if grid[y][x] != 'o':
-            grid[y][x] = mark
-    lines = [f'{high - span * r / (height - 1):7.2f} |' + ''.join(row)
-             for r, row in enumerate(grid)]
-    return lines + ['        +' + '-' * width, f'         step 0{str(last):>{width - 6}}',
-                    '         · smoothed loss   o validation (nats per name)']
+        grid[y][x] = 'o' if grid[y][x] == 'o' else mark
+    return [f'{high - span * r / (height - 1):7.2f} |' + ''.join(row)
+            for r, row in enumerate(grid)] + [
+        '        +' + '-' * width, f'         step 0{str(last):>{width - 6}}',
+        '         · smoothed loss   o validation (nats per name)']
 
 
 def curve_svg(history):
@@ -704,18 +728,17 @@ def curve_svg(history):
     w, h, pad = 600, 300, 50
     values = [row[2] for row in history] + [row[3] for row in history if row[3] is not None]
     low, high, last = min(values), max(values), history[-1][0]
-    span = (high - low) or 1.0
 
     def xy(step, value):
-        return pad + step / last * (w - 2 * pad), h - pad - (value - low) / span * (h - 2 * pad)
+        return (pad + step / last * (w - 2 * pad),
+                h - pad - (value - low) / ((high - low) or 1.0) * (h - 2 * pad))
     loss = ' '.join('%.1f,%.1f' % xy(row[0], row[2]) for row in history)
     dots = ''.join('<circle cx="%.1f" cy="%.1f" r="4" fill="#d62728"/>' % xy(row[0], row[3])
                    for row in history if row[3] is not None)
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
             f'font-family="sans-serif" font-size="12"><rect width="{w}" height="{h}" fill="white"/>'
             f'<polyline points="{loss}" fill="none" stroke="#1f77b4" stroke-width="1.5"/>{dots}'
-            f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>'
-            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>'
+            f'<path d="M{pad} {pad}V{h - pad}H{w - pad}" fill="none" stroke="black"/>'
             f'<text x="{pad}" y="{h - pad + 16}">0</text>'
             f'<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">step {last}</text>'
             f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{high:.1f}</text>'
@@ -724,12 +747,13 @@ def curve_svg(history):
             f'validation (red), nats per name</text></svg>\n')
 
 
-def frames(start, trace, tok):
-    """A name's states, from its start through every step of its trace, each as the name
-    reads: whatever follows its first PAD is not part of it, so it is drawn as PAD."""
-    states = [list(start)] + [tokens for _, _, _, tokens in trace]
+def frames(trace, tok, size, start=()):
+    """A name's states as pictures show them, from `start` (a pattern's fixed beginning, blanks
+    after it) through each step of its trace, all on `size` positions: whatever follows the
+    first PAD is not part of the name, so it is drawn as PAD."""
+    states = [list(start) + [tok.MASK] * (size - len(start))] + [t for *_, t in trace]
     ends = [state.index(tok.PAD) if tok.PAD in state else len(state) for state in states]
-    return [state[:end] + [tok.PAD] * (len(state) - end) for state, end in zip(states, ends)]
+    return [state[:end] + [tok.PAD] * (size - end) for state, end in zip(states, ends)]
 
 
 def reverse_svg(rows, tok, seconds_per_frame=0.25):
@@ -737,26 +761,20 @@ def reverse_svg(rows, tok, seconds_per_frame=0.25):
     SVG's own animation (no script), the last one held, then again from the start."""
     mask_mark, pad_mark = marks(tok)
     count = max(len(row) for row in rows) + 6  # the finished names stay a while
-    width, height = 40 + 14 * len(rows[0][0]), 30 + 24 * len(rows)
-    groups = []
+    width, height, groups = 40 + 14 * len(rows[0][0]), 30 + 24 * len(rows), []
     for k in range(count):
-        texts = []
-        for r, row in enumerate(rows):
-            spans = ''.join(
-                f'<tspan fill="#bbb">{escape(mask_mark)}</tspan>' if t == tok.MASK else
-                f'<tspan fill="#ddd">{escape(pad_mark)}</tspan>' if t == tok.PAD else
-                escape(tok.chars[t]) for t in row[min(k, len(row) - 1)])
-            texts.append(f'<text x="20" y="{30 + 24 * r}">{spans}</text>')
-        if k == 0:  # visible from the start until the second frame
-            values, keys = 'visible;hidden', f'0;{1 / count:.4f}'
-        elif k == count - 1:  # visible from its turn to the end of the loop
-            values, keys = 'hidden;visible', f'0;{k / count:.4f}'
-        else:
-            values, keys = 'hidden;visible;hidden', f'0;{k / count:.4f};{(k + 1) / count:.4f}'
+        texts = ''.join(f'<text x="20" y="{30 + 24 * r}">' + ''.join(
+            f'<tspan fill="#bbb">{escape(mask_mark)}</tspan>' if t == tok.MASK else
+            f'<tspan fill="#ddd">{escape(pad_mark)}</tspan>' if t == tok.PAD else
+            escape(tok.chars[t]) for t in row[min(k, len(row) - 1)]) + '</text>'
+            for r, row in enumerate(rows))
+        # frame k is visible from k/count to (k + 1)/count of the loop; the last to its end
+        times = [0, k / count, (k + 1) / count][(k == 0):3 - (k == count - 1)]
+        shown = ['hidden', 'visible', 'hidden'][(k == 0):3 - (k == count - 1)]
         groups.append(f'<g visibility="hidden"><animate attributeName="visibility" '
-                      f'calcMode="discrete" values="{values}" keyTimes="{keys}" '
-                      f'dur="{count * seconds_per_frame:.2f}s" repeatCount="indefinite"/>'
-                      + ''.join(texts) + '</g>')
+                      f'calcMode="discrete" values="{";".join(shown)}" keyTimes="'
+                      f'{";".join(f"{x:.4g}" for x in times)}" dur="{count * seconds_per_frame:.2f}s" '
+                      f'repeatCount="indefinite"/>{texts}</g>')
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
             f'font-family="monospace" font-size="20" xml:space="preserve">'
             f'<rect width="{width}" height="{height}" fill="white"/>{"".join(groups)}</svg>\n')
@@ -764,25 +782,22 @@ def reverse_svg(rows, tok, seconds_per_frame=0.25):
 
 def animate(block, fps):
     """Draw a block of rows in place on stderr, frame by frame: each row holds one list of
-    painted frames per model, side by side; a finished row keeps its last frame."""
-    out = sys.stderr
-    out.write('\033[?25l')  # hide the cursor while drawing
+    painted frames per model, side by side; a finished row keeps its last frame. SIGTERM and
+    SIGHUP end it as Ctrl-C does, so the terminal is always given back as it was."""
+    def interrupt(number, frame):
+        raise KeyboardInterrupt(number)
+    previous = {number: signal.signal(number, interrupt) for number in STOP_SIGNALS[1:]}
+    say('\033[?25l', end='')  # hide the cursor while drawing
     try:
         for k in range(max(len(frames) for row in block for frames in row)):
-            if k:
-                out.write(f'\033[{len(block)}A')  # back to the block's first line
-            for row in block:
-                out.write('\r\033[K' + '    '.join(f[min(k, len(f) - 1)] for f in row) + '\n')
-            out.flush()
+            say(f'\033[{len(block)}A' * (k > 0) + ''.join(  # back to the block's first line
+                '\r\033[K' + '    '.join(f[min(k, len(f) - 1)] for f in row) + '\n'
+                for row in block), end='')
             time.sleep(1 / fps)
     finally:
-        out.write('\033[0m\033[?25h')  # the terminal as it was
-        out.flush()
-
-
-def screenful():
-    """How many names fit on the terminal at once, with room for a line or two."""
-    return max(1, shutil.get_terminal_size((80, 24)).lines - 2)
+        say('\033[0m\033[?25h', end='')  # the terminal as it was
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 # --- The command line ------------------------------------------------------------------------
@@ -813,22 +828,16 @@ def setting(rule):
     return parse
 
 
-def add_settings(parser, names, limits, defaults):
-    """One flag per setting, checked by its limits; its default named in the help."""
-    for name in names:
-        rule, flag = limits[name], '--' + name.replace('_', '-')
-        kind = dict(choices=rule) if isinstance(rule[0], str) else dict(type=setting(rule))
-        default = 'the longest name + 1' if name == 'block_size' else getattr(defaults, name)
-        parser.add_argument(flag, help=f'({default})', **kind)
-
-
-TRAIN_SETTINGS = ('model', 'steps', 'batch_size', 'lr', 'seed', 'denoiser', 'n_embd', 'n_head',
-                  'n_layer', 'block_size', 'mlp_hidden')
+TRAIN_SETTINGS = ('steps', 'model', 'batch_size', 'lr', 'seed', 'denoiser', 'n_embd', 'n_head',
+                  'n_layer', 'block_size', 'mlp_hidden', 'padding')
 SAMPLE_SETTINGS = ('steps', 'temp_start', 'temp_end', 'temperature', 'remask', 'order',
                    'length')
 # What a left-to-right sampler (GPT's, or --order left-to-right) has no use for: it draws every
 # position, the end too, in order at the one --temperature, not by confidence.
 NOT_LEFT_TO_RIGHT = ('temp_start', 'temp_end', 'remask', 'length')
+HELP = {'block_size': 'the longest name + 1', 'padding': 'the older model: names PAD-filled to '
+        'the block, every PAD erased and predicted', 'pattern': "fixed letters, '_' a letter "
+        "to fill in, one '*' any letters: m_r__, ka*, *lyn, a*a"}
 
 
 def build_parser():
@@ -836,40 +845,46 @@ def build_parser():
                     'pure Python. With no command: train on names.txt, save model.json, print '
                     '20 names.')
     commands = parser.add_subparsers(dest='command', metavar='command')
-    workers = dict(type=setting((int, 1, 1024)), default=available_cpus(),
+    workers = dict(type=setting((int, 1, 1024)), default=CPUS,
                    help='processes (default: every CPU; results do not depend on it)')
-    checkpoint = dict(default=DEFAULT_CHECKPOINT, help='the model file (model.json)')
 
-    train = commands.add_parser('train', help='train a model and save a checkpoint')
-    train.add_argument('--data', default=DEFAULT_DATA, help='names, one per line (names.txt); '
-                       'the block size follows its longest, unless --block-size is given')
-    add_settings(train, TRAIN_SETTINGS, LIMITS, md.Config)
-    train.add_argument('--checkpoint', **checkpoint)
+    def command(name, help, settings=(), limits=LIMITS, defaults=md.Config, **more):
+        """A command with its --checkpoint, and one checked flag per setting named."""
+        sub = commands.add_parser(name, help=help, **more)
+        sub.add_argument('--checkpoint', default=DEFAULT_CHECKPOINT,
+                         help='the model file (model.json)')
+        for setting_name in settings:
+            rule, flag = limits[setting_name], '--' + setting_name.replace('_', '-')
+            kind = (dict(action='store_const', const=True) if rule is bool else
+                    dict(choices=rule) if isinstance(rule[0], str) else dict(type=setting(rule)))
+            sub.add_argument(flag, help=HELP.get(setting_name, f'({getattr(defaults, setting_name)})'),
+                             **kind)
+        return sub
+
+    train = command('train', 'train a model and save a checkpoint', TRAIN_SETTINGS)
+    train.add_argument('--data', default=DEFAULT_DATA, help='names, one per line (names.txt)')
     train.add_argument('--curve', metavar='FILE', help='also write the training curve (the '
                        'whole run\'s, after a --resume too) as an SVG picture')
     train.add_argument('--resume', action='store_true',
                        help='continue the run saved in --checkpoint, exactly where it stopped')
     train.add_argument('--workers', **dict(workers, default=TRAIN_PROCESSES, help=(
-        'processes (default: every CPU, but one under PyPy, where that is faster; results '
-        'do not depend on it)')))
+        'processes (default: every CPU, but one under PyPy, where that is faster)')))
 
-    sample = commands.add_parser('sample', help='print new names from a checkpoint',
-                                 description='A GPT checkpoint, or --order left-to-right, '
-                                 'draws one position at a time at --temperature, and refuses '
-                                 '--temp-start, --temp-end, --remask and --length.')
-    sample.add_argument('--checkpoint', **checkpoint)
+    sample = command('sample', 'print new names from a checkpoint', SAMPLE_SETTINGS,
+                     SAMPLING_LIMITS, md.Sampling, description='A GPT checkpoint, or --order '
+                     'left-to-right, draws one position at a time at --temperature, and refuses '
+                     '--temp-start, --temp-end, --remask and --length.')
     sample.add_argument('--num', type=setting((int, 1, 10**15)), default=20,
                         help='how many names (20)')
     sample.add_argument('--seed', type=int, default=0)
-    add_settings(sample, SAMPLE_SETTINGS, SAMPLING_LIMITS, md.Sampling)
-    sample.add_argument('--pattern', help="fixed letters, '_' to fill, a final '*': m_r__, ka*")
+    sample.add_argument('--pattern', help=HELP['pattern'])
     sample.add_argument('--trace', action='store_true', help='show each reverse step (stderr)')
-    sample.add_argument('--stats', action='store_true',
-                        help='new, unique and length figures against --data (stderr)')
-    sample.add_argument('--data', default=DEFAULT_DATA, help='the training data, for --stats')
+    sample.add_argument('--stats', action='store_true', help='new, unique and length figures '
+                        'against the training data (stderr)')
+    sample.add_argument('--data', help="the training data, for --stats (the checkpoint's own)")
     sample.add_argument('--animate', action='store_true', help='on a terminal, show the names '
                         'developing in place on stderr (plain marks where NO_COLOR is set)')
-    sample.add_argument('--fps', type=setting((float, 0, 10**4)), default=12.0,
+    sample.add_argument('--fps', type=setting((float, 0.01, 10**4)), default=12.0,
                         help='frames a second for --animate (12)')
     sample.add_argument('--compare', metavar='CHECKPOINT',
                         help='with --animate: this model beside the first, the same seeds')
@@ -879,10 +894,9 @@ def build_parser():
                         '-log p (or NELBO) of the samples and of held-out names under this model')
     sample.add_argument('--workers', **workers)
 
-    evaluate = commands.add_parser('eval', help='negative ELBO of names under a checkpoint')
-    evaluate.add_argument('--checkpoint', **checkpoint)
+    evaluate = command('eval', 'negative ELBO of names under a checkpoint')
     evaluate.add_argument('--data', action='append', help='a file of names (repeatable); '
-                          'default: the validation split of names.txt')
+                          "default: the validation split of the checkpoint's own data")
     evaluate.add_argument('--seed', type=int, default=0, help='seed of the random orders')
     evaluate.add_argument('--order', choices=('any', 'left-to-right'), default='any',
                           help='any: the NELBO over random orders; left-to-right: the exact '
@@ -894,10 +908,9 @@ def build_parser():
     forward.add_argument('--seed', type=int, default=0)
     forward.add_argument('--block-size', type=setting(LIMITS['block_size']),
                          default=md.Config.block_size, help=f'positions ({md.Config.block_size})')
+    forward.add_argument('--padding', action='store_true', help=HELP['padding'])
 
-    bench = commands.add_parser('bench', help='time training steps, forward passes, samples')
-    bench.add_argument('--checkpoint', **dict(checkpoint, help='time these weights if the '
-                                                               'file exists (model.json)'))
+    bench = command('bench', 'time training steps, forward passes, samples')
     bench.add_argument('--data', default=DEFAULT_DATA, help='names to time (names.txt)')
     bench.add_argument('--repeats', type=setting((int, 3, 10**6)), default=30,
                        help='timings per figure (30)')
@@ -908,71 +921,75 @@ def build_parser():
 
 def run_lab(args):
     """python microdiffusion.py: the whole lab with the defaults."""
-    cfg = md.Config()
     check_writable(DEFAULT_CHECKPOINT)
-    names = read_names(DEFAULT_DATA, cfg.block_size)
-    model = md.Model.new(cfg, md.Tokenizer.from_names(names))
+    names = read_names(DEFAULT_DATA, md.Config().longest())
+    model = new_model(md.Config(), names)
     fit(model, names, None, DEFAULT_CHECKPOINT, TRAIN_PROCESSES, DEFAULT_DATA)
     say(f'saved {DEFAULT_CHECKPOINT}; 20 new names:')
-    with Workers(processes(min(available_cpus(), 4))) as workers:
+    with Workers(processes(min(CPUS, 4))) as workers:
         for name, _ in sample_names(model, 20, 0, md.Sampling(), workers):
-            print(name, flush=True)
+            out(name)
     return 0
 
 
 def run_train(args):
-    model, state, names = resumed(args) if args.resume else new_model(args)
+    check_paths([('--checkpoint', args.checkpoint), ('--curve', args.curve)],
+                [('--data', args.data)])
+    model, state, names = resumed(args) if args.resume else model_from_flags(args)
     fit(model, names, state, args.checkpoint, args.workers, args.data, args.curve)
     say(f'saved {args.checkpoint}')
     return 0
 
 
-def new_model(args):
+def new_model(cfg, names):
+    """A fresh model for these names: their characters, and their p(length) if it draws one."""
+    lengths = md.length_odds(split_names(names, cfg.val_size)[0], cfg.block_size)
+    return md.Model.new(cfg, md.Tokenizer.from_names(names), lengths)
+
+
+def model_from_flags(args):
     """(a fresh model, no state, the names) for train's flags, every one checked first."""
     cfg = md.Config(**{name: getattr(args, name) for name in TRAIN_SETTINGS
                        if getattr(args, name) is not None})
-    if cfg.model == 'gpt' and cfg.denoiser != 'transformer':
-        raise UserError('--denoiser mlp: a GPT is the transformer, reading left to right')
+    if cfg.model == 'gpt' and (cfg.denoiser != 'transformer' or cfg.padding):
+        raise UserError(f'--{"padding" if cfg.padding else "denoiser mlp"}: a GPT is the '
+                        'transformer, reading left to right to the end')
     if cfg.n_embd % cfg.n_head:
         raise UserError(f'--n-embd {cfg.n_embd} must be a multiple of --n-head {cfg.n_head}: '
                         'each head takes n_embd / n_head of the numbers')
     check_writable(args.checkpoint)
     if args.curve:
         check_writable(args.curve, '--curve', 'picture')
-    if args.block_size is None:  # the longest name and one PAD (or a GPT's start token)
+    if args.block_size is None:  # the longest name and its end (or a GPT's start token)
         names = read_names(args.data)
         cfg.block_size = max(map(len, names)) + 1
-        if not fits(cfg.block_size, LIMITS['block_size']):
-            raise UserError(f'{args.data}: its longest line has {cfg.block_size - 1} characters; '
-                            f'at most {LIMITS["block_size"][2] - 1} fit')
     else:
-        names = read_names(args.data, longest(cfg))
+        names = read_names(args.data, cfg.longest())
     shapes = md.DENOISERS[cfg.denoiser][0](cfg, len(set(''.join(names))) + 2)
     if sum(rows * columns for rows, columns in shapes.values()) > MAX_PARAMS:
         raise UserError(f'that model would have more than {MAX_PARAMS:,} parameters; choose a '
                         'smaller --n-embd, --n-layer or --mlp-hidden')
-    return md.Model.new(cfg, md.Tokenizer.from_names(names)), None, names
+    return new_model(cfg, names), None, names
 
 
 def resumed(args):
     """(the checkpoint's model, its training state, the names), the run's settings restored
     and every flag checked against them."""
-    model, state = load_checkpoint(args.checkpoint)
+    model, state = load_checkpoint(args.checkpoint, resuming=True)
     if state is None:
         raise UserError(f'{args.checkpoint}: has no training state to resume from (only a '
                         'checkpoint written by train holds one)')
-    names = read_names(args.data, longest(model.cfg))
-    train_names, _ = split_names(names, state['settings']['val_size'])
+    names = read_names(args.data, model.cfg.longest())
     if md.Tokenizer.from_names(names).chars != model.tok.chars:
-        raise UserError(f'{args.data}: its characters differ from the checkpoint\'s vocabulary; '
+        raise UserError(f"{args.data}: its characters differ from the checkpoint's vocabulary; "
                         'resume with the data it was trained on')
-    if fingerprint(train_names) != state['data_fingerprint']:
+    if fingerprint(split_names(names, state['settings']['val_size'])[0]) != \
+            state['data_fingerprint']:
         raise UserError(f'{args.data}: is not the data {args.checkpoint} was trained on; '
                         'resume with the same file')
     cfg = model.cfg = md.Config(**state['settings'])  # every setting of the run: it goes on
-    for name in [n for n in TRAIN_SETTINGS if n != 'steps']:  # --steps may extend the run
-        given = getattr(args, name)
-        if given is not None and given != getattr(cfg, name):
+    for name in TRAIN_SETTINGS[1:]:  # but --steps may extend it
+        if getattr(args, name) not in (None, getattr(cfg, name)):
             raise UserError(f'--{name.replace("_", "-")}: a resumed run keeps its checkpoint\'s '
                             f'{getattr(cfg, name)}; start a new run to change it')
     if args.steps is not None and args.steps < state['step']:
@@ -992,23 +1009,39 @@ def fit(model, names, state, checkpoint, n_workers, data, curve=None):
     the run on stderr at the end (and an SVG of it in curve, if given)."""
     cfg = model.cfg
     train_names, held_out = split_names(names, cfg.val_size)
-    with Signals() as stop, Workers(processes(min(n_workers, cfg.batch_size))) as workers:
+    with one_writer(checkpoint), Signals() as stop, \
+            Workers(processes(min(n_workers, cfg.batch_size))) as workers:
         if state:
             say(f'resuming {checkpoint} at step {state["step"]} of {cfg.steps}')
         else:
             shape = (f'{cfg.n_layer} layers of {cfg.n_embd}, {cfg.n_head} heads' if
                      cfg.denoiser == 'transformer' else f'{cfg.mlp_hidden} hidden units')
-            say(f'training a {cfg.model} {cfg.denoiser} ({shape}, {cfg.block_size} positions; '
+            say(f'training a {cfg.model} {cfg.denoiser} ({shape}, {cfg.block_size} positions'
+                f'{", PAD-filled" if model.lengths is None and cfg.model != "gpt" else ""}; '
                 f'{len(md.flatten(model.params)):,} parameters) on {len(train_names):,} names '
                 f'({len(held_out):,} held out) for {cfg.steps} steps of {cfg.batch_size}')
-        history = run_training(model, train_names, held_out, fingerprint(train_names),
-                               checkpoint, workers, state, stop=stop, data=os.path.abspath(data))
-    if history:
-        for line in curve_chart(history):
-            say(line)
-        if curve:
-            write_atomic(curve, curve_svg(history))
-            say(f'saved the training curve in {curve}')
+        try:
+            history = run_training(model, train_names, held_out, fingerprint(train_names),
+                                   checkpoint, workers, state, stop=stop,
+                                   data=os.path.abspath(data))
+        except Interrupted as e:
+            again = ['python', 'microdiffusion.py', 'train', '--resume', '--checkpoint',
+                     checkpoint] + ['--data', data] * (data != DEFAULT_DATA)
+            raise Interrupted(e.args[0], f'step {e.args[1]} saved in {checkpoint}; continue '
+                              f'with "{shlex.join(again)}"') from None
+    for line in curve_chart(history):
+        say(line)
+    if curve:
+        write_picture(curve, curve_svg(history), '--curve')
+        say(f'saved the training curve in {curve}')
+
+
+def write_picture(path, svg, flag):
+    try:
+        write_atomic(path, svg)
+    except OSError as e:
+        raise UserError(f'{flag} {path}: could not be written ({e.strerror or e}); the '
+                        'rest of the work is done') from None
 
 
 # --- sample ----------------------------------------------------------------------------------
@@ -1023,55 +1056,52 @@ def sampling_from(args, model):
             raise UserError(f'--{name.replace("_", "-")}: ' + (
                 'a GPT' if gpt else '--order left-to-right') + ' draws every position in order at '
                 'the one --temperature, the end included; it has no schedule and re-masks nothing')
-    if args.pattern is not None:
-        try:
-            how.template, how.candidates = md.parse_pattern(args.pattern, model.tok,
-                                                            longest(model.cfg))
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        how.template += [model.tok.PAD] * (model.cfg.block_size - len(how.template))
-        how.candidates += [[model.tok.PAD]] * (model.cfg.block_size - len(how.candidates))
-        blank = args.pattern.find('_')
-        if gpt and 0 <= blank < len(args.pattern.rstrip('*_')):
-            raise UserError(f'pattern {args.pattern!r}: a GPT reads left to right, so it can only '
-                            'continue a fixed beginning (ka*, ka__); filling a blank before a '
-                            'fixed letter takes diffusion')
+    if args.length == 'along' and model.lengths:
+        raise UserError('--length along: this model draws its length from p(length) before any '
+                        'letter; only a --padding model finds its end along with the letters')
+    try:
+        how.pattern = args.pattern and md.parse_pattern(args.pattern, model)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     return how
 
 
 def run_sample(args):
-    model, _ = load_checkpoint(args.checkpoint)
+    model, state = load_checkpoint(args.checkpoint)
     how = sampling_from(args, model)
-    if args.stats:  # read the data first: a bad file should fail before the sampling
-        train_names, held_out = split_names(read_names(args.data, longest(model.cfg)),
-                                            md.Config.val_size)
-        scorer = load_checkpoint(args.score_with)[0] if args.score_with else None
+    if args.score_with and not args.stats:
+        raise UserError('--score-with scores the samples for --stats: use it with --stats')
     if args.compare and not args.animate:
         raise UserError('--compare draws a second model beside the first: use it with --animate')
+    check_paths([('--svg', args.svg)], [('--checkpoint', args.checkpoint), ('--data', args.data),
+                                        ('--compare', args.compare),
+                                        ('--score-with', args.score_with)])
+    if args.stats:  # read the data first: a bad file should fail before the sampling
+        train_names, held_out, _ = training_split(model, state, args.data, args.checkpoint)
+        scorer = load_checkpoint(args.score_with)[0] if args.score_with else None
     if args.svg:
         check_writable(args.svg, '--svg', 'picture')
-    animating = args.animate and sys.stderr.isatty()  # on a pipe, exactly as without it
+    # on a pipe, or on a terminal that cannot draw, exactly as without --animate
+    animating = args.animate and sys.stderr.isatty() and os.environ.get('TERM') != 'dumb'
     models = [model] + ([load_checkpoint(args.compare)[0]] if args.compare and animating else [])
-    start = how.template or [model.tok.MASK] * model.cfg.block_size
     samples, pictured = [], []
     with Workers(processes(min(args.workers, args.num))) as workers:
-        want = bool(args.trace or args.svg or animating)
-        streams = [sample_names(m, args.num, args.seed, how if m is model else md.Sampling(
-            temperature=how.temperature, order=how.order), workers, want) for m in models]
-        results = zip(*streams)
-        if animating:
-            results = animated(results, models, start, args)
-        for number, results in enumerate(results, start=1):
-            name, trace = results[0]
+        results = zip(*[sample_names(m, args.num, args.seed, how if m is model else md.Sampling(
+            temperature=how.temperature, order=how.order), workers,
+            bool(args.trace or args.svg or animating)) for m in models])
+        for number, ((name, trace), *_) in enumerate(
+                animated(results, models, how, args) if animating else results, start=1):
             if args.trace:
-                show_trace(number, trace, model.tok)
+                say(f'name {number}: reverse process ("{{}}" is MASK, "{{}}" is PAD)'.format(
+                    *marks(model.tok)))
+                for i, t, T, tokens in trace:
+                    say(f'  step {i:3d}  t={t:.3f}  T={T:.3f}  {show(tokens, model.tok)}')
             if args.svg and len(pictured) < 8:
-                pictured.append(frames(start, trace, model.tok))
-            print(name, flush=True)
-            if args.stats:
-                samples.append(name)
+                pictured.append(frames(trace, model.tok, model.cfg.block_size, start(how)))
+            out(name)
+            samples += [name] * bool(args.stats)
     if args.svg:
-        write_atomic(args.svg, reverse_svg(pictured, model.tok))
+        write_picture(args.svg, reverse_svg(pictured, model.tok), '--svg')
     if args.stats:
         for line in sample_report(samples, train_names, held_out, model.cfg.block_size):
             say(line)
@@ -1083,23 +1113,37 @@ def run_sample(args):
     return 0
 
 
-def show_trace(number, trace, tok):
-    say(f'name {number}: reverse process ("{{}}" is MASK, "{{}}" is PAD)'.format(*marks(tok)))
-    for i, t, T, tokens in trace:
-        say(f'  step {i:3d}  t={t:.3f}  T={T:.3f}  {show(tokens, tok)}')
+def training_split(model, state, data, checkpoint):
+    """(training names, held-out names, path) of the data a checkpoint was trained on: `data`
+    if given, else the file its training section names, if it is still there and the same."""
+    settings = state.get('settings') if state else None
+    val_size = settings.get('val_size') if isinstance(settings, dict) else None
+    recorded = state.get('data') if state else None
+    path = data or (recorded if isinstance(recorded, str) and os.path.isfile(recorded)
+                    else DEFAULT_DATA)
+    train_names, held_out = split_names(read_names(path, model.cfg.longest()), val_size if fits(
+        val_size, LIMITS['val_size']) else md.Config.val_size)
+    if not data and (not state or fingerprint(train_names) != state.get('data_fingerprint')):
+        raise UserError(f'{checkpoint}: its training data is not at hand ({path} is other '
+                        'data), so its validation split is unknown; pass --data FILE')
+    return train_names, held_out, path
 
 
-def animated(results, models, start, args):
+def start(how):
+    """What pictures show before the first step: the pattern's fixed beginning, blanks after."""
+    return how.pattern[0] if how.pattern else []
+
+
+def animated(results, models, how, args):
     """The same results, each block of a screenful drawn developing in place before it is
     passed on; models side by side (--compare), each starting from its own blank."""
-    colour = not os.environ.get('NO_COLOR') and os.environ.get('TERM') != 'dumb'
-    starts = [start] + [[m.tok.MASK] * m.cfg.block_size for m in models[1:]]
-    block, left = [], args.num
+    block, left, starts = [], args.num, [start(how)] + [[]] * (len(models) - 1)
     for result in results:
         block.append(result)
-        if len(block) < min(left, screenful()):
+        if len(block) < min(left, max(1, shutil.get_terminal_size((80, 24)).lines - 2)):
             continue
-        animate([[[show(f, m.tok, colour) for f in frames(s, trace, m.tok)]
+        animate([[[show(f, m.tok, not os.environ.get('NO_COLOR'))
+                   for f in frames(trace, m.tok, m.cfg.block_size, s)]
                   for m, s, (_, trace) in zip(models, starts, row)] for row in block], args.fps)
         yield from block
         left -= len(block)
@@ -1110,54 +1154,69 @@ def animated(results, models, start, args):
 
 def run_eval(args):
     model, state = load_checkpoint(args.checkpoint)
-    if model.cfg.model == 'gpt' or args.order == 'left-to-right':
-        gpt = model.cfg.model == 'gpt'
-        kind, what = ('gpt', 'GPT') if gpt else ('left-to-right', 'left to right')
-        title, how = f'NLL ({what}, exact)', 'exact, by the chain rule'
-    else:
-        kind, title, how = 'random orders', 'NELBO', f'one random order each, seed {args.seed}'
+    gpt = model.cfg.model == 'gpt'
+    kind, title, how = (('gpt' if gpt else 'left-to-right',
+                         f'NLL ({"GPT" if gpt else "left to right"}, exact)',
+                         'exact, by the chain rule') if gpt or args.order == 'left-to-right' else
+                        ('random orders', 'NELBO', f'one random order each, seed {args.seed}'))
     if args.data:
-        sets = [(path, read_names(path, longest(model.cfg))) for path in args.data]
+        sets = [(path, read_names(path, model.cfg.longest())) for path in args.data]
     else:
-        data = state.get('data') if state else None  # the file it was trained on
-        data = data if isinstance(data, str) and os.path.isfile(data) else DEFAULT_DATA
-        names = read_names(data, longest(model.cfg))
-        train_names, held_out = split_names(names, state['settings']['val_size'] if state
-                                            else md.Config.val_size)
-        if state is None or fingerprint(train_names) != state['data_fingerprint']:
-            raise UserError(f'{args.checkpoint}: its training data is not at hand ({data} is '
-                            'other data), so its validation split is unknown; pass --data FILE')
-        sets = [(f'{os.path.basename(data)} validation split', held_out)]
+        _, held_out, path = training_split(model, state, None, args.checkpoint)
+        if not held_out:
+            raise UserError(f'{args.checkpoint}: nothing of its data was held out; pass --data')
+        sets = [(f'{os.path.basename(path)} validation split', held_out)]
     everything, all_estimates = [], []
     with Workers(processes(args.workers)) as workers:
         for label, names in sets:
-            check_vocabulary(names, model.tok, label)
+            for name in names:
+                unknown = sorted(set(name) - set(model.tok.chars))
+                if unknown:
+                    raise UserError(f'{label}: {name!r} has {"".join(unknown)!r}, which the '
+                                    "model's vocabulary lacks, so its probability is 0")
             progress = Progress(len(names), 'name')
             estimates = nelbo_estimates(model, names, args.seed, workers, kind, progress.update)
             progress.finish()
             mean, stderr, bits = nelbo_summary(estimates, names)
-            print(f'{label}: {mean:.2f} ± {stderr:.2f} nats/name, {bits:.3f} bits/char '
-                  f'({len(names)} names, {how})')
+            out(f'{label}: {mean:.2f} {plus_minus()} {stderr:.2f} nats/name, {bits:.3f} '
+                f'bits/char ({len(names)} names, {how})')
             everything += names
             all_estimates += estimates
     mean, _, bits = nelbo_summary(all_estimates, everything)
-    print(f'{title} {mean:.2f} nats/name  {bits:.3f} bits/char  ({len(everything)} names)')
+    out(f'{title} {mean:.2f} nats/name  {bits:.3f} bits/char  ({len(everything)} names)')
     return 0
 
 
+def nelbo_summary(estimates, names):
+    """(mean nats/name, its standard error, bits per character) for a list of estimates.
+    Characters are counted as len(name) + 1: the +1 is the end of the name."""
+    mean = statistics.fmean(estimates)
+    stderr = statistics.stdev(estimates) / math.sqrt(len(estimates)) if len(estimates) > 1 else 0.0
+    return mean, stderr, sum(estimates) / math.log(2) / sum(len(n) + 1 for n in names)
+
+
+def plus_minus():
+    """'±', or '+/-' where stdout's encoding has no '±' (PYTHONIOENCODING=ascii)."""
+    return '±' if '±'.encode(sys.stdout.encoding or 'ascii', 'replace') != b'?' else '+/-'
+
+
 def run_forward(args):
-    name, block_size = args.name.strip(), args.block_size
-    if not name or len(name) > block_size:
-        raise UserError(f'give a name of 1 to {block_size} characters, not {args.name!r}')
+    name, longest = args.name.strip(), args.block_size - (not args.padding)
+    if not name or len(name) > longest or any(unsafe(c, '\t') for c in name):
+        raise UserError(f'give a name of 1 to {longest} characters, not {args.name!r}')
     tok = md.Tokenizer.from_names([name])
-    tokens = tok.encode(name, block_size)
-    print(f'forward process on {name!r}: each of the {block_size} positions (PAD included) '
-          'is masked with probability t ("{}" is MASK, "{}" is PAD)'.format(*marks(tok)))
+    model = md.Model(md.Config(block_size=args.block_size, padding=args.padding), tok, None)
+    tokens = model.encode(name)
+    positions = md.erasable(model, tokens)
+    out(f'forward process on {name!r}: ' + (
+        f'each of the {len(tokens)} positions (PAD included)' if args.padding else
+        f'each of its {len(name)} letters (not the end, PAD)') + ' is masked with probability t '
+        '("{}" is MASK, "{}" is PAD)'.format(*marks(tok)))
     for tenth in range(11):
         # the same seed at every t: a position masked at one level stays masked above it
-        noisy = md.mask(tokens, tenth / 10, tok.MASK, random.Random(args.seed))
-        print(f'  t={tenth / 10:.1f}  {show(noisy, tok)}  '
-              f'{noisy.count(tok.MASK) / block_size:4.0%} masked')
+        erased = md.erase(positions, tenth / 10, random.Random(args.seed))
+        noisy = [tok.MASK if i in erased else t for i, t in enumerate(tokens)]
+        out(f'  t={tenth / 10:.1f}  {show(noisy, tok)}  {len(erased) / len(positions):4.0%} masked')
     return 0
 
 
@@ -1166,26 +1225,25 @@ def run_bench(args):
     names = read_names(args.data)
     # A step's cost depends on the weights (how many ReLU units are alive): time trained ones.
     if os.path.exists(args.checkpoint):
-        model, _ = load_checkpoint(args.checkpoint)
-        weights = f'the weights in {args.checkpoint}'
+        model, weights = load_checkpoint(args.checkpoint)[0], f'the weights in {args.checkpoint}'
     else:
-        model = md.Model.new(md.Config(), md.Tokenizer.from_names(names))
+        model = new_model(md.Config(), [n for n in names if len(n) < md.Config.block_size])
         weights = 'freshly initialised weights (train first: trained ones cost differently)'
     cfg, tok, frozen = model.cfg, model.tok, model.frozen()
-    names = [n for n in names if len(n) <= longest(cfg) and set(n) <= set(tok.chars)]
+    names = [n for n in names if len(n) <= cfg.longest() and set(n) <= set(tok.chars)]
     if not names:
         raise UserError(f'{args.data}: has no name this model can hold; pass --data')
-    adam = md.Adam(md.flatten(model.params), cfg)
-    rng = random.Random(0)  # the same names each run; with replacement if there are too few
-    picks = (rng.sample(names, args.repeats) if args.repeats <= len(names)
-             else [rng.choice(names) for _ in range(args.repeats)])
-    print(f'bench: {cfg.denoiser} with {len(adam.values):,} parameters, {weights}, batch size 1, '
-          f'{sys.implementation.name} {sys.version.split()[0]}')
-    masked, everywhere = [tok.MASK] * cfg.block_size, list(range(cfg.block_size))
+    adam, rng = md.Adam(md.flatten(model.params), cfg), random.Random(0)  # the same names each run
+    picks = [rng.choice(names) for _ in range(args.repeats)]
+    out(f'bench: {cfg.denoiser} with {len(adam.values):,} parameters, {weights}, batch size 1, '
+        f'{sys.implementation.name} {sys.version.split()[0]}')
+    typical = model.encode(sorted(picks, key=len)[len(picks) // 2])
+    masked = [tok.MASK if i in md.erasable(model, typical) else t for i, t in enumerate(typical)]
     for label, fn in (('training step (forward + backward + Adam)',
                        lambda i: md.train_step(model, adam, [picks[i]], i)),
-                      (f'forward pass, no graph, all {cfg.block_size} positions masked',
-                       lambda i: frozen.logits(masked, everywhere)),
+                      (f'forward pass, no graph, a name of median length: {len(masked)} '
+                       f'positions, {masked.count(tok.MASK)} masked',
+                       lambda i: frozen.logits(masked, range(len(masked)))),
                       ('sampled name',
                        lambda i: md.sample_tokens(frozen, random.Random(i), md.Sampling()))):
         times = []
@@ -1193,12 +1251,11 @@ def run_bench(args):
             began = time.perf_counter()
             fn(i)
             times.append(time.perf_counter() - began)
-        print(f'{label}: {statistics.median(times) * 1000:.1f} ms median of {args.repeats}',
-              flush=True)
-    sizes = [graph_size(model, tok.encode(name, cfg.block_size), random.Random(i))
+        out(f'{label}: {statistics.median(times) * 1000:.1f} ms median of {args.repeats}')
+    sizes = [graph_size(model, model.encode(name), random.Random(i))
              for i, name in enumerate(picks)]
-    print(f'graph per training step: {statistics.median(s[0] for s in sizes):,.0f} nodes, '
-          f'{statistics.median(s[1] for s in sizes):,.0f} edges (median)')
+    out(f'graph per training step: {statistics.median(s[0] for s in sizes):,.0f} nodes, '
+        f'{statistics.median(s[1] for s in sizes):,.0f} edges (median)')
     return 0
 
 
@@ -1219,18 +1276,19 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     without_cycle_collector()
     try:
+        if sys.stdout is None and args.command != 'train':  # closed: results would vanish
+            raise UserError('stdout is closed, so the results would be lost; give it a file')
         return COMMANDS[args.command](args)
     except UserError as e:
         say(f'error: {e}')
     except ArithmeticError as e:  # only weights far outside anything training produces
-        say(f'error: the model\'s numbers overflowed ({e}); is the checkpoint damaged?')
-    except Interrupted as e:  # from run_training, which saved the last finished step
-        say(f'interrupted: step {e.args[1]} saved in {args.checkpoint}; continue with "python '
-            f'microdiffusion.py train --resume --checkpoint {args.checkpoint}"')
+        say(f"error: the model's numbers overflowed ({e}); is the checkpoint damaged?")
+    except Interrupted as e:  # from fit(), which saved the last finished step
+        say(f'interrupted: {e.args[1]}')
         return 128 + e.args[0]
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C outside training, or a signal during --animate
         say('interrupted')
-        return 130
+        return 128 + (e.args[0] if e.args else signal.SIGINT)
     except BrokenPipeError:  # e.g. `sample | head -3`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -3,19 +3,23 @@
 It learns names by erasing letters and predicting them back, and invents new ones by filling
 in a blank, a few letters at a time.
 
-    forward process (training): erase each position with probability t
+    forward process (training): erase each letter with probability t; the end stays visible
 
-        t = 0     e m m a . . . . . . . . . . . .     "." is PAD: the name has ended
-        t = 0.3   e _ m a . . _ . . . . . _ . . .     "_" is MASK: an erased position
-        t = 0.7   _ _ m _ . _ _ _ . _ . _ _ _ . _
-        t = 1     _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _
+        t = 0     e m m a .           "." is PAD: the name has ended (never erased)
+        t = 0.3   e _ m a .           "_" is MASK: an erased letter
+        t = 0.7   _ _ m _ .
+        t = 1     _ _ _ _ .
 
-    reverse process (sampling): place the end, then predict every MASK, keep the surest, repeat
+    reverse process (sampling): draw the length, then predict every MASK, keep the surest, repeat
 
-        t = 1     _ _ _ _ _ . . . . . . . . . . .     the length first, from the model's odds
-        t = 0.7   _ _ _ _ a . . . . . . . . . . .
-        t = 0.3   m _ r _ a . . . . . . . . . . .
-        t = 0     m a r i a . . . . . . . . . . .     -> "maria"
+        n = 5     _ _ _ _ _ .         the length, from the training names' histogram
+        t = 0.7   _ _ _ _ a .
+        t = 0.3   m _ r _ a .
+        t = 0     m a r i a .         -> "maria"
+
+The model is p(name) = p(length) · p(letters | length): the length is counted from the data,
+and the transformer only ever reads a name's letters and its end. (--padding trains the older
+way: every name PAD-filled to block_size, each PAD erased and predicted like a letter.)
 
 This file is the algorithm, in order: configuration, tokenizer, parameters, the denoiser (a
 tiny transformer on value.py's scalar autograd), the noise and the loss, the sampler, the
@@ -27,7 +31,7 @@ line) is lab.py: `python microdiffusion.py` trains on names.txt and prints 20 na
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from value import (Tape, Value, dot, logsumexp, matmul, relu, relu_matmul, softmax_average,
                    vsum)
@@ -39,10 +43,11 @@ class Config:
     n_embd: int = 16        # numbers per position: room for a letter, its place, its context
     n_head: int = 4         # attention heads, each n_embd // n_head = 4 numbers wide
     n_layer: int = 2        # blocks: one gathers clues from the visible letters, two combine them
-    block_size: int = 16    # positions per name: the longest in names.txt (15) and one PAD
+    block_size: int = 16    # positions: the longest name in names.txt (15) and its end
     model: str = 'diffusion'  # or 'gpt': the same transformer, causal, trained on next tokens
     denoiser: str = 'transformer'  # or 'mlp': the diffusion code around it is the same
     mlp_hidden: int = 8     # the mlp denoiser's width: 7,168 weights, near the transformer's
+    padding: bool = False   # True: names PAD-filled to block_size, every PAD erased and scored
     init_std: float = 0.08  # weights start N(0, 0.08): small, so first guesses are near uniform
     # --- the forward process and training ---
     t_min: float = 0.2      # lowest noise level trained on (MDLM: all of (0, 1]; 7K weights: focus)
@@ -58,8 +63,13 @@ class Config:
     val_every: int = 500    # steps between validation estimates on the progress line
     val_names: int = 200    # held-out names per estimate (eval uses them all)
 
+    def longest(self):
+        """The longest name the block holds: one position is its end (or a GPT's start token),
+        except that a --padding diffusion name may fill the block."""
+        return self.block_size if self.padding and self.model == 'diffusion' else self.block_size - 1
 
-# --- Tokenizer: a name is block_size tokens, its characters then PAD -------------------------
+
+# --- Tokenizer: a name is its characters, then PAD -------------------------------------------
 
 class Tokenizer:
     """Characters <-> token ids: the data's sorted characters, then MASK, then PAD."""
@@ -67,7 +77,7 @@ class Tokenizer:
     def __init__(self, chars):
         self.chars = list(chars)        # token i < len(chars) is the character chars[i]
         self.MASK = len(self.chars)     # an erased position: read by the model, never predicted
-        self.PAD = len(self.chars) + 1  # "the name has ended": fills a name out to block_size
+        self.PAD = len(self.chars) + 1  # "the name has ended": the token after the last letter
         self.vocab_size = len(self.chars) + 2
         self.ids = {c: i for i, c in enumerate(self.chars)}
 
@@ -75,8 +85,9 @@ class Tokenizer:
     def from_names(cls, names):
         return cls(sorted(set(''.join(names))))
 
-    def encode(self, name, block_size):
-        return [self.ids[c] for c in name] + [self.PAD] * (block_size - len(name))
+    def encode(self, name, size):
+        """The name's ids, then PAD up to `size` tokens."""
+        return [self.ids[c] for c in name] + [self.PAD] * (size - len(name))
 
     def decode(self, tokens):
         """The name a sequence spells: its characters up to the first PAD, which ends it."""
@@ -91,6 +102,15 @@ def load_names(path):
     checks a file first and says what is wrong with it)."""
     with open(path, encoding='utf-8') as f:
         return [line.strip() for line in f if line.strip()]
+
+
+def length_odds(names, block_size):
+    """p(length) for lengths 0 .. block_size - 1: the names' histogram, with one more count for
+    every length from 1 up (add-one smoothing), so no length the block holds is impossible."""
+    counts = [0] + [1] * (block_size - 1)
+    for name in names:
+        counts[len(name)] += 1
+    return [c / sum(counts) for c in counts]
 
 
 # --- Parameters: named matrices of Values, stored [out][in], no biases -----------------------
@@ -184,8 +204,11 @@ def transformer(params, cfg, tokens, positions):
 
 
 def mlp_denoiser(params, cfg, tokens, positions):
-    """The comparison denoiser: one-hot tokens of all positions -> ReLU hidden layer -> logits."""
-    vocab_size = len(params['mlp_in'][0]) // len(tokens)
+    """The comparison denoiser: one-hot tokens of all positions -> ReLU hidden layer -> logits.
+    It has a weight for every (position, token) of the block, so it reads a shorter input as
+    if PAD filled the rest."""
+    vocab_size = len(params['mlp_in'][0]) // cfg.block_size
+    tokens = tokens + [vocab_size - 1] * (cfg.block_size - len(tokens))  # PAD: the last id
     # W · onehot just adds up the columns of the tokens present, one per position.
     active = [i * vocab_size + tok for i, tok in enumerate(tokens)]
     hidden = [relu(vsum([row[j] for j in active])) for row in params['mlp_in']]
@@ -197,25 +220,38 @@ DENOISERS = {'transformer': (transformer_shapes, transformer), 'mlp': (mlp_shape
 
 
 class Model:
-    """One thing to pass around: the configuration, vocabulary, parameters and denoiser."""
+    """One thing to pass around: the configuration, vocabulary, parameters, denoiser, and
+    p(length) where the model draws the length first (None where the end is a token it
+    predicts: a GPT, or a --padding model)."""
 
-    def __init__(self, cfg, tok, params, denoiser=None):
+    def __init__(self, cfg, tok, params, denoiser=None, lengths=None):
         self.cfg, self.tok, self.params = cfg, tok, params
         self.denoiser = denoiser or DENOISERS[cfg.denoiser][1]
+        ends_by_token = cfg.model == 'gpt' or cfg.padding
+        if not ends_by_token:  # no histogram given: every length alike
+            lengths = lengths or length_odds([], cfg.block_size)
+        self.lengths = None if ends_by_token else lengths
+        # What a prediction may be: a letter, or also the end where the end is a token
+        self.outputs = list(range(len(tok.chars))) + [tok.PAD] * ends_by_token
 
     @classmethod
-    def new(cls, cfg, tok):
+    def new(cls, cfg, tok, lengths=None):
         if cfg.model == 'gpt' and cfg.denoiser != 'transformer':
             raise ValueError('a GPT is the transformer: the mlp denoiser reads every position')
         shapes = DENOISERS[cfg.denoiser][0](cfg, tok.vocab_size)
-        return cls(cfg, tok, init_params(shapes, cfg.init_std, random.Random(cfg.seed)))
+        params = init_params(shapes, cfg.init_std, random.Random(cfg.seed))
+        return cls(cfg, tok, params, lengths=lengths)
+
+    def encode(self, name):
+        """A name's tokens: its letters and the end, or PAD-filled to the block (--padding)."""
+        return self.tok.encode(name, len(name) + 1 if self.lengths else self.cfg.block_size)
 
     def logits(self, tokens, positions):
         return self.denoiser(self.params, self.cfg, tokens, positions)
 
     def frozen(self):
         """The same model on plain floats: no graph, for sampling and evaluation."""
-        return Model(self.cfg, self.tok, as_floats(self.params), self.denoiser)
+        return Model(self.cfg, self.tok, as_floats(self.params), self.denoiser, self.lengths)
 
 
 # --- The forward process and the loss --------------------------------------------------------
@@ -230,16 +266,22 @@ def noise_levels(rng, t_min, n):
     return [math.exp(math.log(t_min) * (1 - u)) for u in spread]
 
 
-def mask(tokens, t, mask_id, rng):
-    """The forward process at noise level t: each position, PAD included, becomes MASK
-    independently with probability t."""
-    return [mask_id if rng.random() < t else tok for tok in tokens]
+def erasable(model, tokens):
+    """The positions the forward process may erase: a name's letters, its end (PAD) staying
+    visible, since the length was drawn first; with --padding every position, PADs too."""
+    return list(range(len(tokens) if model.lengths is None else len(tokens) - 1))
 
 
-def token_nll(logits, target, mask_id):
-    """-log p(target) under a softmax over every token but MASK: the model can never predict
-    MASK (MDLM's SUBS parameterisation), so no probability is wasted on it."""
-    return logsumexp(logits[:mask_id] + logits[mask_id + 1:]) - logits[target]
+def erase(positions, t, rng):
+    """The forward process at noise level t: each position erased independently with
+    probability t."""
+    return [i for i in positions if rng.random() < t]
+
+
+def token_nll(logits, target, outputs):
+    """-log p(target) under a softmax over the tokens the model may predict (model.outputs):
+    never MASK (MDLM's SUBS parameterisation), and PAD only where the end is a prediction."""
+    return logsumexp([logits[v] for v in outputs]) - logits[target]
 
 
 def erased_nll(model, tokens, erased):
@@ -247,24 +289,33 @@ def erased_nll(model, tokens, erased):
     mask_id = model.tok.MASK
     noisy = [mask_id if i in erased else tok for i, tok in enumerate(tokens)]
     logits = model.logits(noisy, erased)
-    return vsum([token_nll(lg, tokens[i], mask_id) for i, lg in zip(erased, logits)])
+    return vsum([token_nll(lg, tokens[i], model.outputs) for i, lg in zip(erased, logits)])
+
+
+def length_nll(model, tokens):
+    """-log p(length), the first factor of p(name) = p(length) · p(letters | length); 0 where
+    the length is not drawn first (its cost is then in the PAD predictions)."""
+    return 0.0 if model.lengths is None else -math.log(model.lengths[len(tokens) - 1])
 
 
 def diffusion_loss(model, tokens, t, rng):
-    """One name's loss at noise level t: erase, predict, and add up -log p of the erased
-    tokens (PAD is a target like any letter: that is how the model learns length).
+    """One name's loss at noise level t: erase letters, predict them, and add up -log p of
+    the erased ones (with --padding, PADs too: that is how such a model learns length).
 
     Why this estimates the NELBO (MDLM). With f(t) = E[Σ_{erased i} -log p(x_i | noisy)] at
     level t, the continuous-time bound is ∫_0^1 f(t)/t dt. Training covers t in [t_min, 1]:
     drawing t from q(t) = 1/(t · log(1/t_min)), the log-uniform density, and weighing f(t) by
     (1/t)/q(t) = log(1/t_min) is importance sampling, so log(1/t_min) times this sum is an
     unbiased estimate of ∫_{t_min}^1 f(t)/t dt: the NELBO's t >= t_min share, in nats per name,
-    below the whole NELBO that validation reports. (Redrawing an empty mask adds up to 3%.)"""
+    below the whole NELBO that validation reports (which adds -log p(length) too). A mask that
+    erased nothing is drawn again, since it teaches nothing; weighing the sum by the chance
+    that a mask is not empty, 1 - (1 - t)^L, keeps the estimate unbiased."""
+    positions = erasable(model, tokens)
     erased = []
-    while not erased:  # nothing erased, nothing to learn: draw again
-        noisy = mask(tokens, t, model.tok.MASK, rng)
-        erased = [i for i, tok in enumerate(noisy) if tok == model.tok.MASK]
-    return erased_nll(model, tokens, erased) * math.log(1 / model.cfg.t_min)
+    while not erased:
+        erased = erase(positions, t, rng)
+    weight = math.log(1 / model.cfg.t_min) * (1 - (1 - t) ** len(positions))
+    return erased_nll(model, tokens, erased) * weight
 
 
 def gpt_loss(model, tokens):
@@ -275,7 +326,7 @@ def gpt_loss(model, tokens):
     name = tokens[:tokens.index(tok.PAD)] if tok.PAD in tokens else tokens
     inputs, targets = [tok.MASK] + name, name + [tok.PAD]
     logits = model.logits(inputs, range(len(inputs)))
-    return vsum([token_nll(lg, target, tok.MASK) for lg, target in zip(logits, targets)])
+    return vsum([token_nll(lg, target, model.outputs) for lg, target in zip(logits, targets)])
 
 
 # --- The reverse process: the sampler --------------------------------------------------------
@@ -289,33 +340,80 @@ class Sampling:
     temperature: float = 1.0    # scales both: 1 keeps temp_start -> temp_end
     remask: str = 'confidence'  # which guesses go back under MASK: 'confidence' or 'random'
     order: str = 'any'          # or 'left-to-right', one position at a time (GPT's only order)
-    length: str = 'first'       # drawn before any letter, or 'along' like any other token
-    template: list = None       # starting tokens (MASK where free); None: all MASK
-    candidates: list = None     # per position, the token ids it may become; None: all but MASK
+    length: str = 'first'       # --padding models: the end drawn first, or 'along' the letters
+    pattern: tuple = None       # (head, tail) from parse_pattern; None: any name
+    lengths: list = None        # p(length | pattern), from pattern_lengths (computed once)
 
 
-def parse_pattern(pattern, tok, block_size):
-    """A pattern -> (template, candidates) for Sampling: letters are fixed, '_' is one letter
-    to fill in, and a final '*' allows any continuation (more letters or the end).
-    'm_r__' gives five-letter names m?r??, 'ka*' names starting "ka"."""
-    open_end = pattern.endswith('*')
-    body = pattern[:-1] if open_end else pattern
-    if '*' in body:
-        raise ValueError(f"pattern {pattern!r}: '*' may only come last")
-    if not body and not open_end:
+def parse_pattern(pattern, model):
+    """A pattern -> (head, tail): letters are fixed, '_' is one letter to fill in (MASK), and
+    one '*' stands for any number of letters, 0 included, splitting head from tail (tail is
+    None without one). 'm_r__' is five letters m?r??, 'ka*' starts "ka", '*lyn' ends "lyn".
+    A GPT or a --padding model can only take '*' last."""
+    tok, longest = model.tok, model.cfg.longest()
+    head, star, tail = pattern.partition('*')
+    if '*' in tail:
+        raise ValueError(f"pattern {pattern!r}: '*' may stand only once")
+    if tail and model.lengths is None:
+        raise ValueError(f"pattern {pattern!r}: '*' may only come last (a GPT or a --padding "
+                         "model draws the end as it goes)")
+    if not pattern:
         raise ValueError("the pattern is empty; use '*' for any name")
-    if len(body) > block_size:
-        raise ValueError(f'pattern {pattern!r} has {len(body)} positions; '
-                         f'names have at most {block_size}')
-    unknown = sorted({c for c in body if c != '_' and c not in tok.ids})
+    if len(head + tail) > longest:
+        raise ValueError(f'pattern {pattern!r} has {len(head + tail)} positions; '
+                         f'names have at most {longest}')
+    unknown = sorted({c for c in head + tail if c != '_' and c not in tok.ids})
     if unknown:
         raise ValueError(f'pattern {pattern!r}: {"".join(unknown)!r} not in the vocabulary '
                          f'{"".join(tok.chars)!r}')
+    if model.cfg.model == 'gpt' and '_' in head.rstrip('_'):
+        raise ValueError(f'pattern {pattern!r}: a GPT reads left to right, so it can only '
+                         'continue a fixed beginning (ka*, ka__); filling a blank before a '
+                         'fixed letter takes diffusion')
+    ids = [[tok.MASK if c == '_' else tok.ids[c] for c in part] for part in (head, tail)]
+    return ids[0], ids[1] if star else None
+
+
+def pattern_lengths(model, head, tail):
+    """p(n | pattern) ∝ p(n) · p(the pattern's letters where length n puts them | n). The
+    second factor by the chain rule through the model's own conditionals: the fixed letters
+    revealed left to right, one forward pass each (masked diffusion models every order)."""
+    if tail is None:  # no '*': the pattern's length
+        return [float(n == len(head)) for n in range(len(model.lengths))]
+    mask_id, odds = model.tok.MASK, []
+    for n, p_n in enumerate(model.lengths):
+        gap = n - len(head) - len(tail)
+        if gap < 0 or p_n == 0:
+            odds.append(0.0)
+            continue
+        target, seq = head + [mask_id] * gap + tail, [mask_id] * n + [model.tok.PAD]
+        log_p = math.log(p_n)
+        for i in [i for i, x in enumerate(target) if x != mask_id]:
+            log_p -= token_nll(model.logits(seq, [i])[0], target[i], model.outputs)
+            seq[i] = target[i]
+        odds.append(math.exp(log_p))
+    return [p / sum(odds) for p in odds]
+
+
+def starting_point(model, how, rng):
+    """(tokens, candidates, drawn): where the reverse process starts, the tokens each position
+    may become, and whether a length was drawn. A length-first model draws n from p(length),
+    or from p(length | pattern), then starts from n blanks (the pattern's letters in place)
+    and the end. A GPT or --padding model starts from the block, its end still to be found."""
+    tok, (head, tail) = model.tok, how.pattern or ([], [])
     letters = list(range(len(tok.chars)))
-    rest = block_size - len(body)
-    template = [tok.MASK if c == '_' else tok.ids[c] for c in body]
-    template += [tok.MASK if open_end else tok.PAD] * rest
-    return template, [letters] * len(body) + [letters + [tok.PAD]] * rest
+    if model.lengths is None:
+        rest = model.cfg.block_size - len(head)
+        seq = head + [tok.MASK if tail is not None else tok.PAD] * rest
+        return seq, [letters] * len(head) + [letters + [tok.PAD]] * rest, False
+    if tail is None:
+        n = len(head)
+    else:
+        odds = how.lengths or (pattern_lengths(model, head, tail) if how.pattern
+                               else model.lengths)
+        n = rng.choices(range(len(odds)), odds)[0]
+    seq = head + [tok.MASK] * (n - len(head) - len(tail or [])) + (tail or []) + [tok.PAD]
+    return seq, [letters] * n + [[tok.PAD]], tail is not None
 
 
 def noise_at(i, steps):
@@ -384,21 +482,22 @@ def reverse_step(model, seq, candidates, keep_masked, temperature, remask, rng):
 
 
 def sample_tokens(model, rng, how, trace=None):
-    """The reverse process: from MASK everywhere (or a template's blanks) to a finished name.
-    The length first (how.length 'first'); then after step i, masked_counts(n0, steps)[i - 1]
-    of the n0 blanks are still masked (a step that would not change the count is skipped), at
-    T = temperature · (T_end + (T_start - T_end) · t). trace, if a list, receives (step, t, T,
-    tokens) after every step that changed something."""
+    """The reverse process: from blanks (MASK) to a finished name. The length first; then after
+    step i, masked_counts(n0, steps)[i - 1] of the n0 blanks are still masked (a step that
+    would not change the count is skipped), at T = temperature · (T_end + (T_start - T_end)·t).
+    With 64 steps and at most 15 blanks no step decides more than one letter: this is
+    one-letter-at-a-time decoding in the model's order of confidence; fewer steps decide
+    several letters in one forward pass. trace, if a list, receives (step, t, T, tokens) after
+    the length is drawn and after every step that changed something."""
     if how.order == 'left-to-right' or model.cfg.model == 'gpt':
         return sample_left_to_right(model, rng, how, trace)
-    tok, block_size = model.tok, model.cfg.block_size
-    seq = list(how.template) if how.template else [tok.MASK] * block_size
-    candidates = how.candidates or [list(range(len(tok.chars))) + [tok.PAD]] * block_size
-    if how.length == 'first':  # the temperature then shapes the letters, not the length
+    seq, candidates, drawn = starting_point(model, how, rng)
+    if model.lengths is None and how.length == 'first':  # --padding: the end first, from odds
         before, (seq, candidates) = seq, draw_length(model, seq, candidates, rng)
-        if trace is not None and seq != before:
-            trace.append((how.steps, 1.0, 1.0, seq))  # drawn at T = 1
-    counts = masked_counts(seq.count(tok.MASK), how.steps)
+        drawn = seq != before
+    if trace is not None and drawn:
+        trace.append((how.steps, 1.0, 1.0, seq))  # the length, drawn at T = 1
+    counts = masked_counts(seq.count(model.tok.MASK), how.steps)
     for i in range(how.steps, 0, -1):
         if counts[i - 1] == counts[i]:
             continue
@@ -412,11 +511,11 @@ def sample_tokens(model, rng, how, trace=None):
 
 def sample_left_to_right(model, rng, how, trace=None):
     """Position 0, then 1, ...: each drawn at how.temperature from the model's odds given the
-    positions before it, until the end (PAD, after which no letter may follow). GPT's sampler;
-    for diffusion, one fixed order of unmasking, the positions to the right still MASK."""
-    tok, size, gpt = model.tok, model.cfg.block_size, model.cfg.model == 'gpt'
-    seq = list(how.template) if how.template else [tok.MASK] * size
-    candidates = how.candidates or [list(range(len(tok.chars))) + [tok.PAD]] * size
+    positions before it, until the end (after a PAD no letter may follow). GPT's sampler; for
+    diffusion, one fixed order of unmasking, the positions to the right still MASK."""
+    tok, gpt = model.tok, model.cfg.model == 'gpt'
+    seq, candidates, _ = starting_point(model, how, rng)
+    size = len(seq)
     for i in range(size):
         drawn = seq[i] == tok.MASK
         if drawn:  # GPT reads the start token and the tokens so far; its last one predicts
@@ -435,8 +534,9 @@ def sample_left_to_right(model, rng, how, trace=None):
 # --- The ELBO: how well the model explains a name, in nats -----------------------------------
 
 def nelbo(model, tokens, rng):
-    """An unbiased estimate of one name's negative ELBO, an upper bound on -log p(name). For
-    absorbing diffusion over L positions (MDLM, RADD) the continuous-time bound is exactly
+    """An unbiased estimate of one name's negative ELBO, an upper bound on -log p(name): the
+    length's -log p(n), then for absorbing diffusion over its L erasable positions (MDLM, RADD)
+    the continuous-time bound, exactly
 
         NELBO(x) = Σ_{k=1..L} 1/k · E_M [ Σ_{i∈M} -log p(x_i | x with the positions M masked) ]
 
@@ -445,24 +545,32 @@ def nelbo(model, tokens, rng):
     ∫_0^1 (1/t)·C(L,k)·t^k·(1-t)^(L-k) dt = C(L,k)·(k-1)!·(L-k)!/L! = 1/k (a Beta integral).
     The first k positions of one random order are such a set, for every k at once: L forward
     passes per estimate."""
-    order = rng.sample(range(len(tokens)), len(tokens))
-    return sum([erased_nll(model, tokens, sorted(order[:k])) / k
-                for k in range(1, len(tokens) + 1)])
+    positions = erasable(model, tokens)
+    order = rng.sample(positions, len(positions))
+    return length_nll(model, tokens) + sum([erased_nll(model, tokens, sorted(order[:k])) / k
+                                            for k in range(1, len(order) + 1)])
 
 
 def nelbo_one_pass(model, tokens, rng):
     """A cheaper unbiased estimate in one forward pass (RADD): k uniform in 1..L, then
     L/k · Σ_{i∈M} -log p(x_i | x, M masked) for one random k-subset M. Noisier per name."""
-    k = rng.randint(1, len(tokens))
-    return len(tokens) / k * erased_nll(model, tokens, sorted(rng.sample(range(len(tokens)), k)))
+    positions = erasable(model, tokens)
+    k = rng.randint(1, len(positions))
+    erased = sorted(rng.sample(positions, k))
+    return length_nll(model, tokens) + len(positions) / k * erased_nll(model, tokens, erased)
 
 
 def left_to_right_nll(model, tokens):
-    """The exact -log p(tokens) unmasking left to right: each position predicted from the ones
-    before it, the rest masked, every PAD scored (GPT's chain rule; the NELBO averages orders)."""
-    mask_id, size = model.tok.MASK, len(tokens)
-    return sum([token_nll(model.logits(tokens[:i] + [mask_id] * (size - i), [i])[0], tokens[i],
-                          mask_id) for i in range(size)])
+    """The exact -log p(tokens) unmasking left to right: the length's -log p(n), then each
+    erasable position predicted from the ones before it, the later ones masked (GPT's chain
+    rule; the NELBO averages over every order)."""
+    positions, mask_id = erasable(model, tokens), model.tok.MASK
+    nll = length_nll(model, tokens)
+    for i in positions:
+        noisy = tokens[:i] + [mask_id if j in positions else tok
+                              for j, tok in enumerate(tokens) if j >= i]
+        nll += token_nll(model.logits(noisy, [i])[0], tokens[i], model.outputs)
+    return nll
 
 
 # --- Adam ------------------------------------------------------------------------------------
@@ -522,8 +630,7 @@ def noisy_batch(model, names, step):
     """(tokens, noise level, seed of the mask) for each name of one step."""
     cfg, rng = model.cfg, random.Random(f'{model.cfg.seed}:step:{step}')
     ts = noise_levels(rng, cfg.t_min, len(names))
-    return [(model.tok.encode(name, cfg.block_size), t, rng.getrandbits(64))
-            for name, t in zip(names, ts)]
+    return [(model.encode(name), t, rng.getrandbits(64)) for name, t in zip(names, ts)]
 
 
 def name_loss(model, item):
@@ -565,7 +672,7 @@ def train_step(model, adam, names, step, gradients=None):
 
 def train(cfg, names, log_every=100):
     """A new model trained on `names` with the settings in cfg, one step after another."""
-    model = Model.new(cfg, Tokenizer.from_names(names))
+    model = Model.new(cfg, Tokenizer.from_names(names), length_odds(names, cfg.block_size))
     adam, batches = Adam(flatten(model.params), cfg), Batches(names, cfg)
     for step in range(cfg.steps):
         loss = train_step(model, adam, batches.at(step), step)
@@ -575,8 +682,11 @@ def train(cfg, names, log_every=100):
 
 
 def sample(model, num=20, seed=0, how=None):
-    """num new names, each from its own random generator drawn from `seed`."""
+    """num new names, each from its own random generator drawn from `seed`; how.pattern, if
+    any, from parse_pattern."""
     frozen, how, rng = model.frozen(), how or Sampling(), random.Random(f'{seed}:sample')
+    if how.pattern and model.lengths and how.lengths is None:  # once, not once a name
+        how = replace(how, lengths=pattern_lengths(frozen, *how.pattern))
     return [model.tok.decode(sample_tokens(frozen, random.Random(rng.getrandbits(64)), how))
             for _ in range(num)]
 

@@ -6,7 +6,7 @@ NAMES = ['emma', 'olivia', 'ava', 'isabella', 'sophia', 'mia', 'amelia', 'harper
          'abigail', 'emily', 'ella', 'liam', 'noah', 'william', 'james', 'logan', 'benjamin',
          'mason', 'elijah', 'oliver', 'jacob', 'lucas', 'michael', 'alexander', 'ethan', 'daniel',
          'matthew', 'aiden', 'henry', 'joseph', 'jackson', 'samuel', 'sebastian', 'david', 'carter']
-SHORT_NAMES = [n for n in NAMES if len(n) <= 8]
+SHORT_NAMES = [n for n in NAMES if len(n) <= 7]  # each with its end fits a block of 8
 
 
 def tiny(**changes):
@@ -16,13 +16,11 @@ def tiny(**changes):
     return cfg, tok
 
 
-
 def smaller(**changes):
     """The same architecture, narrower and shorter, for tests that train."""
     shape = dict(n_embd=8, n_head=2, n_layer=2, block_size=8, val_every=1000)
     shape.update(changes)
     return tiny(**shape)
-
 
 
 class UniformDenoiser:

@@ -200,14 +200,24 @@ class ModelTest(unittest.TestCase):
 
 
 class DiffusionTest(unittest.TestCase):
+    """The forward process, the loss and the ELBO, for the length-first model and --padding."""
 
-    def test_mask_at_a_noise_level(self):
-        rng = random.Random(0)
-        tokens = list(range(16))
-        self.assertEqual(md.mask(tokens, 0.0, 99, rng), tokens)
-        self.assertEqual(md.mask(tokens, 1.0, 99, rng), [99] * 16)
-        masked = sum(md.mask(tokens, 0.3, 99, rng).count(99) for _ in range(2000))
-        self.assertAlmostEqual(masked / (16 * 2000), 0.3, delta=0.01)
+    def test_erase_at_a_noise_level(self):
+        rng, positions = random.Random(0), list(range(16))
+        self.assertEqual(md.erase(positions, 0.0, rng), [])
+        self.assertEqual(md.erase(positions, 1.0, rng), positions)
+        erased = sum(len(md.erase(positions, 0.3, rng)) for _ in range(2000))
+        self.assertAlmostEqual(erased / (16 * 2000), 0.3, delta=0.01)
+
+    def test_only_letters_are_erasable_unless_padding(self):
+        cfg, tok = tiny()
+        model, padded = md.Model(cfg, tok, None), md.Model(tiny(padding=True)[0], tok, None)
+        self.assertEqual(model.encode('emma'), tok.encode('emma', 5))  # its letters and the end
+        self.assertEqual(md.erasable(model, model.encode('emma')), [0, 1, 2, 3])
+        self.assertEqual(padded.encode('emma'), tok.encode('emma', 16))  # the whole block
+        self.assertEqual(md.erasable(padded, padded.encode('emma')), list(range(16)))
+        letters = list(range(len(tok.chars)))
+        self.assertEqual((model.outputs, padded.outputs), (letters, letters + [tok.PAD]))
 
     def test_noise_levels_are_log_uniform_and_spread(self):
         rng = random.Random(0)
@@ -222,78 +232,90 @@ class DiffusionTest(unittest.TestCase):
                               for t in md.noise_levels(rng, 0.2, 4))
             self.assertEqual(quarters, [0, 1, 2, 3])
 
-    def test_mask_is_never_a_prediction(self):
-        logits = [0.3, -1.0, 50.0, 0.7]  # MASK = 2 has by far the largest logit
-        without_mask = [0.3, -1.0, 0.7]
-        nll = md.token_nll(logits, 3, mask_id=2)
-        expected = math.log(sum(math.exp(x) for x in without_mask)) - 0.7
-        self.assertAlmostEqual(nll, expected, places=12)
+    def test_mask_and_pad_are_never_predictions_unless_the_end_is(self):
+        logits = [0.3, -1.0, 50.0, 9.0, 0.7]  # MASK = 3 and PAD = 4 of a 3-letter vocabulary
+        for outputs in ([0, 1, 2], [0, 1, 2, 4]):
+            nll = md.token_nll(logits, 1, outputs)
+            expected = math.log(sum(math.exp(logits[v]) for v in outputs)) + 1.0
+            self.assertAlmostEqual(nll, expected, places=12)
 
-    def test_loss_scores_only_the_erased_positions(self):
-        cfg, tok = tiny()
-        seen = []
+    def test_loss_scores_only_the_erased_letters(self):
+        for padding in (False, True):
+            cfg, tok = tiny(padding=padding)
+            seen = []
 
-        def denoiser(params, cfg, tokens, positions):
-            seen.append((list(tokens), list(positions)))
-            return [[0.0] * tok.vocab_size for _ in positions]
+            def denoiser(params, cfg, tokens, positions):
+                seen.append((list(tokens), list(positions)))
+                return [[0.0] * tok.vocab_size for _ in positions]
 
-        tokens = tok.encode('emma', cfg.block_size)
-        model = md.Model(cfg, tok, None, denoiser)
-        loss = md.diffusion_loss(model, tokens, 0.4, random.Random(4))
-        noisy, positions = seen[0]
-        self.assertEqual(positions, [i for i, t in enumerate(noisy) if t == tok.MASK])
-        self.assertTrue(positions)
-        for i, t in enumerate(noisy):
-            self.assertIn(t, (tokens[i], tok.MASK))
-        # the erased tokens' -log p added up (each log(V - 1) here), times log(1 / t_min)
-        self.assertAlmostEqual(loss, len(positions) * math.log(tok.vocab_size - 1)
-                               * math.log(1 / cfg.t_min), places=9)
+            model = md.Model(cfg, tok, None, denoiser)
+            tokens = model.encode('emma')
+            loss = md.diffusion_loss(model, tokens, 0.7, random.Random(4))
+            noisy, positions = seen[0]
+            self.assertEqual(positions, [i for i, t in enumerate(noisy) if t == tok.MASK])
+            self.assertTrue(positions)
+            self.assertTrue(set(positions) <= set(md.erasable(model, tokens)))
+            self.assertEqual(noisy[-1] == tok.PAD, not padding or 15 not in positions)
+            for i, t in enumerate(noisy):
+                self.assertIn(t, (tokens[i], tok.MASK))
+            # each erased token costs log(number of outputs) here, times log(1 / t_min),
+            # times the chance that a mask is not empty (see diffusion_loss)
+            kept = 1 - (1 - 0.7) ** len(md.erasable(model, tokens))
+            self.assertAlmostEqual(loss, len(positions) * math.log(len(model.outputs))
+                                   * math.log(1 / cfg.t_min) * kept, places=9)
 
     def test_loss_estimates_the_nelbo_from_t_min_up(self):
-        # For a model that knows nothing, each erased token costs log(V - 1), so the NELBO's
-        # share from noise levels t_min..1 is the integral of 1/t · L·t · log(V - 1) dt:
-        # (1 - t_min) · L · log(V - 1). The loss, averaged over log-uniform t, must match it
-        # (to 2%: redrawing a mask that erased nothing adds a little).
-        cfg, tok = tiny()
-        uniform = UniformDenoiser(tok.vocab_size)
-        tokens = tok.encode('ava', cfg.block_size)
-        rng = random.Random(5)
-        model = md.Model(cfg, tok, None, uniform)
-        losses = [md.diffusion_loss(model, tokens, t, rng)
-                  for t in md.noise_levels(rng, cfg.t_min, 5000)]
-        share = (1 - cfg.t_min) * cfg.block_size * math.log(tok.vocab_size - 1)
-        self.assertAlmostEqual(statistics.fmean(losses) / share, 1.0, delta=0.02)
+        # For a model that knows nothing, each erased token costs log(V), V the outputs, so
+        # the NELBO's share from noise levels t_min..1 is the integral of 1/t · L·t · log(V) dt:
+        # (1 - t_min) · L · log(V), L the erasable positions. The loss, averaged over
+        # log-uniform t, must match it, however few positions there are.
+        for padding, name in ((False, 'ava'), (False, 'a'), (True, 'ava')):
+            cfg, tok = tiny(padding=padding)
+            model = md.Model(cfg, tok, None, UniformDenoiser(tok.vocab_size))
+            tokens, rng = model.encode(name), random.Random(5)
+            losses = [md.diffusion_loss(model, tokens, t, rng)
+                      for t in md.noise_levels(rng, cfg.t_min, 20000)]
+            share = ((1 - cfg.t_min) * len(md.erasable(model, tokens))
+                     * math.log(len(model.outputs)))
+            self.assertAlmostEqual(statistics.fmean(losses) / share, 1.0, delta=0.02)
 
     def test_nelbo_of_a_model_that_knows_nothing(self):
-        cfg, tok = tiny()
-        uniform = UniformDenoiser(tok.vocab_size)
-        tokens = tok.encode('ava', cfg.block_size)
-        expected = cfg.block_size * math.log(tok.vocab_size - 1)
-        for seed in range(3):
-            got = md.nelbo(md.Model(cfg, tok, None, uniform), tokens, random.Random(seed))
-            self.assertAlmostEqual(got, expected, places=9)
-            one = md.nelbo_one_pass(md.Model(cfg, tok, None, uniform), tokens,
-                                    random.Random(seed))
-            self.assertAlmostEqual(one, expected, places=9)
-        self.assertEqual(uniform.calls, 3 * cfg.block_size + 3)
+        for padding in (False, True):
+            cfg, tok = tiny(padding=padding)
+            uniform = UniformDenoiser(tok.vocab_size)
+            model = md.Model(cfg, tok, None, uniform, md.length_odds(NAMES, cfg.block_size))
+            tokens = model.encode('ava')
+            # padding: 16 positions, each one of the letters or PAD; length first: -log p(3),
+            # then 3 letters
+            expected = (16 * math.log(len(tok.chars) + 1) if padding else
+                        -math.log(md.length_odds(NAMES, 16)[3]) + 3 * math.log(len(tok.chars)))
+            for seed in range(3):
+                got = md.nelbo(model, tokens, random.Random(seed))
+                self.assertAlmostEqual(got, expected, places=9)
+                one = md.nelbo_one_pass(model, tokens, random.Random(seed))
+                self.assertAlmostEqual(one, expected, places=9)
+                self.assertAlmostEqual(md.left_to_right_nll(model, tokens), expected, places=9)
+            L = len(md.erasable(model, tokens))
+            self.assertEqual(uniform.calls, 3 * L + 3 + 3 * L)
+
+    def test_length_histogram_is_counted_and_smoothed(self):
+        odds = md.length_odds(['ab', 'cd', 'efg'], 6)
+        self.assertEqual(len(odds), 6)
+        # counts 0, 0, 2, 1, 0, 0 plus one for every length from 1 to 5: 0, 1, 3, 2, 1, 1
+        self.assertEqual(odds, [0.0, 1 / 8, 3 / 8, 2 / 8, 1 / 8, 1 / 8])
+        self.assertAlmostEqual(sum(md.length_odds(NAMES, 16)), 1.0, places=12)
+        self.assertTrue(all(p > 0 for p in md.length_odds(NAMES, 16)[1:]))
 
     def test_nelbo_estimates_average_to_the_exact_sum_over_subsets(self):
         # A stub whose odds depend on what is masked and what is visible, so every subset
-        # counts differently. The exact NELBO sums every subset M of the L positions with
-        # weight 1/k / C(L, k), k = |M|. nelbo() averaged over all L! orders, and
-        # nelbo_one_pass() over every (k, M) it can draw, must equal it.
-        cfg, tok = tiny(block_size=5)
-
+        # counts differently. The exact NELBO is -log p(length) plus every subset M of the L
+        # erasable positions with weight 1/k / C(L, k), k = |M|. nelbo() averaged over all
+        # L! orders, and nelbo_one_pass() over every (k, M) it can draw, must equal it.
         def odds(params, cfg, tokens, positions):
             hidden = sum(1 for t in tokens if t == tok.MASK)
             seen = sum(t for t in tokens if t != tok.MASK)
             return [[math.sin(1.7 * v + 0.9 * i + 0.6 * hidden + 0.13 * seen)
                      for v in range(tok.vocab_size)] for i in positions]
-
-        model, tokens = md.Model(cfg, tok, None, odds), tok.encode('eva', 5)
-        L = len(tokens)
-        exact = sum(md.erased_nll(model, tokens, list(subset)) / k / math.comb(L, k)
-                    for k in range(1, L + 1) for subset in itertools.combinations(range(L), k))
 
         class Fixed:  # a random generator that draws what it is told to
             def __init__(self, k, picks):
@@ -305,25 +327,35 @@ class DiffusionTest(unittest.TestCase):
             def randint(self, low, high):
                 return self.k
 
-        orders = list(itertools.permutations(range(L)))
-        by_orders = sum(md.nelbo(model, tokens, Fixed(0, order)) for order in orders)
-        self.assertAlmostEqual(by_orders / len(orders), exact, places=9)
-        one_pass = sum(md.nelbo_one_pass(model, tokens, Fixed(k, subset)) / L / math.comb(L, k)
-                       for k in range(1, L + 1)
-                       for subset in itertools.combinations(range(L), k))
-        self.assertAlmostEqual(one_pass, exact, places=9)
-        uniform = md.Model(cfg, tok, None, UniformDenoiser(tok.vocab_size))
-        self.assertNotAlmostEqual(exact, md.nelbo(uniform, tokens, random.Random(0)), places=2)
+        for padding, name in ((False, 'evan'), (True, 'eva')):
+            cfg, tok = tiny(block_size=5, padding=padding)
+            model = md.Model(cfg, tok, None, odds, md.length_odds(['evan', 'eve', 'al'], 5))
+            tokens = model.encode(name)
+            positions = md.erasable(model, tokens)
+            L = len(positions)
+            self.assertEqual(L, 5 if padding else 4)
+            exact = md.length_nll(model, tokens) + sum(
+                md.erased_nll(model, tokens, list(subset)) / k / math.comb(L, k)
+                for k in range(1, L + 1) for subset in itertools.combinations(positions, k))
+            orders = list(itertools.permutations(positions))
+            by_orders = sum(md.nelbo(model, tokens, Fixed(0, order)) for order in orders)
+            self.assertAlmostEqual(by_orders / len(orders), exact, places=9)
+            one_pass = sum(md.nelbo_one_pass(model, tokens, Fixed(k, subset)) / L
+                           / math.comb(L, k) for k in range(1, L + 1)
+                           for subset in itertools.combinations(positions, k))
+            self.assertAlmostEqual(one_pass, exact, places=9)
+            self.assertEqual(md.length_nll(model, tokens),
+                             0.0 if padding else -math.log(2 / 7))  # 'evan': 1 + 1 of 7
+            uniform = md.Model(cfg, tok, None, UniformDenoiser(tok.vocab_size))
+            self.assertNotAlmostEqual(exact, md.nelbo(uniform, tokens, random.Random(0)), 2)
 
     def test_nelbo_bounds_a_trained_model_below_uniform(self):
         cfg, tok = tiny()
         model = md.Model.new(cfg, tok)
-        tokens = tok.encode('emma', cfg.block_size)
-        estimates = [md.nelbo(model.frozen(), tokens, random.Random(s))
-                     for s in range(4)]
+        tokens = model.encode('emma')
+        estimates = [md.nelbo(model.frozen(), tokens, random.Random(s)) for s in range(4)]
         self.assertTrue(all(e > 0 for e in estimates))
         self.assertGreater(len(set(estimates)), 1)  # different orders, different estimates
-
 
 
 class SamplerTest(unittest.TestCase):
@@ -336,33 +368,50 @@ class SamplerTest(unittest.TestCase):
             self.assertEqual(counts[i], round(16 * math.cos(math.pi / 2 * (1 - i / 64))))
 
     def test_follows_the_schedule_and_skips_idle_steps(self):
-        cfg, tok = tiny()
-        model = md.Model.new(cfg, tok)
-        floats = md.as_floats(model.params)
         calls = []
 
         def counting(params, cfg, tokens, positions):
             calls.append(len(positions))
             return md.transformer(params, cfg, tokens, positions)
 
-        for steps in (64, 10, 3):
-            calls.clear()
-            trace = []
-            how = md.Sampling(steps=steps, length='along')
-            counted = md.Model(cfg, tok, floats, counting)
-            seq = md.sample_tokens(counted, random.Random(steps), how, trace)
-            counts = md.masked_counts(16, steps)
-            decisive = [i for i in range(steps, 0, -1) if counts[i - 1] != counts[i]]
-            self.assertEqual([entry[0] for entry in trace], decisive)
-            for i, t, T, tokens in trace:
-                self.assertEqual(tokens.count(tok.MASK), counts[i - 1])
-                self.assertAlmostEqual(T, how.temp_end + (how.temp_start - how.temp_end) * t)
-            self.assertEqual(len(calls), len(decisive))
-            self.assertEqual(calls, [counts[i] for i in decisive])
-            self.assertNotIn(tok.MASK, seq)
+        for padding in (True, False):  # the whole block, or the letters after the length
+            cfg, tok = tiny(padding=padding)
+            floats = md.as_floats(md.Model.new(cfg, tok).params)
+            counted = md.Model(cfg, tok, floats, counting, md.length_odds(NAMES, 16))
+            for steps in (64, 10, 3):
+                calls.clear()
+                trace, how = [], md.Sampling(steps=steps, length='along')
+                seq = md.sample_tokens(counted, random.Random(steps), how, trace)
+                if not padding:  # the length, drawn first: its blanks, then the end
+                    n = len(tok.decode(seq))
+                    self.assertEqual(trace.pop(0), (steps, 1.0, 1.0, [tok.MASK] * n + [tok.PAD]))
+                counts = md.masked_counts(16 if padding else n, steps)
+                decisive = [i for i in range(steps, 0, -1) if counts[i - 1] != counts[i]]
+                self.assertEqual([entry[0] for entry in trace], decisive)
+                for i, t, T, tokens in trace:
+                    self.assertEqual(tokens.count(tok.MASK), counts[i - 1])
+                    self.assertAlmostEqual(T, how.temp_end + (how.temp_start - how.temp_end) * t)
+                self.assertEqual(calls, [counts[i] for i in decisive])  # one pass a step
+                self.assertNotIn(tok.MASK, seq)
+                self.assertEqual(len(seq), 16 if padding else n + 1)
 
-    def test_length_first_then_the_schedule_over_the_letters(self):
-        cfg, tok = tiny()
+    def test_length_first_draws_from_p_length_whatever_the_temperature(self):
+        cfg, tok = tiny(block_size=6)
+        lengths = [0.0, 0.1, 0.2, 0.3, 0.4, 0.0]
+        model = md.Model(cfg, tok, None, UniformDenoiser(tok.vocab_size), lengths)
+        for temperature in (1.0, 0.3):
+            how = md.Sampling(temperature=temperature)
+            drawn = [md.sample_tokens(model, random.Random(s), how) for s in range(3000)]
+            counted = [len(tok.decode(seq)) for seq in drawn]
+            for n, p in enumerate(lengths):
+                self.assertAlmostEqual(counted.count(n) / 3000, p, delta=0.025)
+            self.assertTrue(all(seq[-1] == tok.PAD and tok.PAD not in seq[:-1] for seq in drawn))
+            if temperature == 1.0:
+                at_one = counted
+        self.assertEqual(counted, at_one)  # the same draws: the temperature only shapes letters
+
+    def test_padding_model_places_the_end_first_then_the_letters(self):
+        cfg, tok = tiny(padding=True)
         floats = md.as_floats(md.Model.new(cfg, tok).params)
 
         def ends_by_8(params, cfg, tokens, positions):  # the transformer, nudged to end names
@@ -388,18 +437,16 @@ class SamplerTest(unittest.TestCase):
                 self.assertEqual(tokens[end:], [tok.PAD] * (16 - end))
             self.assertNotIn(tok.MASK, seq)
             self.assertNotIn(tok.PAD, seq[:end])  # every position before the end is a letter
-            self.assertEqual(len(tok.decode(seq)), end)
             ends.add(end)
         self.assertGreater(len(ends), 2)
         self.assertLess(max(ends), cfg.block_size)
-        template, candidates = md.parse_pattern('m_r__', tok, cfg.block_size)  # length fixed
-        trace = []
-        md.sample_tokens(model, random.Random(0), md.Sampling(template=template,
-                                                              candidates=candidates), trace)
+        trace = []  # a pattern of fixed length: no length step
+        md.sample_tokens(model, random.Random(0), md.Sampling(
+            pattern=md.parse_pattern('m_r__', model)), trace)
         self.assertEqual([tokens.count(tok.MASK) for _, _, _, tokens in trace], [2, 1, 0])
 
-    def test_length_follows_the_model_odds_whatever_the_temperature(self):
-        cfg, tok = tiny(block_size=6)
+    def test_padding_model_length_follows_its_odds_whatever_the_temperature(self):
+        cfg, tok = tiny(block_size=6, padding=True)
         n_letters = len(tok.chars)
         ends_by = [0.1, 0.2, 0.2, 0.5, 0.9, 0.95]  # P(PAD at i): the name has ended by i
         # (position 2 says less than position 1: the curve is read as its running maximum)
@@ -422,6 +469,65 @@ class SamplerTest(unittest.TestCase):
                 at_one = lengths
         self.assertEqual(lengths, at_one)  # the same draws: the temperature only shapes letters
 
+    def test_pattern_lengths_against_brute_force(self):
+        # A stub whose odds at position i depend on i and on the distance to the end, but not
+        # on the other letters: then the pattern's probability at length n is a sum over every
+        # way to fill its blanks and its '*', which brute force can add up.
+        chars = ['a', 'b', 'c']
+        tok = md.Tokenizer(chars)
+        cfg = md.Config(block_size=6)
+        lengths = [0.0, 0.1, 0.15, 0.3, 0.25, 0.2]
+
+        def logits_at(i, n):
+            return [math.sin(1.3 * v + 0.7 * i) + 0.4 * v * (n - i) for v in range(3)]
+
+        def odds(params, cfg, tokens, positions):
+            return [logits_at(i, len(tokens) - 1) + [0.0, 0.0] for i in positions]
+
+        model = md.Model(cfg, tok, None, odds, lengths)
+
+        def p_letter(i, n, v):
+            return math.exp(logits_at(i, n)[v]) / sum(math.exp(x) for x in logits_at(i, n))
+
+        for pattern in ('a*', '*b', 'a*c', '_b*', 'ab*ca', 'b_'):
+            head, tail = md.parse_pattern(pattern, model)
+            joint = []
+            for n in range(6):
+                total = 0.0
+                for letters in itertools.product(range(3), repeat=n):
+                    name = ''.join(chars[v] for v in letters)
+                    if tail is None:
+                        fits = len(name) == len(pattern) and all(
+                            c in ('_', d) for c, d in zip(pattern, name))
+                    else:
+                        front, back = pattern.split('*')
+                        fits = len(name) >= len(front) + len(back) and all(
+                            c in ('_', d) for c, d in zip(front + back, name[:len(front)]
+                                                          + name[len(name) - len(back):]))
+                    if fits:
+                        total += math.prod(p_letter(i, n, v) for i, v in enumerate(letters))
+                joint.append(lengths[n] * total)
+            expected = [p / sum(joint) for p in joint]
+            got = md.pattern_lengths(model, head, tail)
+            for a, b in zip(got, expected):
+                self.assertAlmostEqual(a, b, places=12, msg=pattern)
+
+    def test_a_star_anywhere_fills_a_gap_of_any_length(self):
+        cfg, tok = tiny()
+        model = md.Model.new(cfg, tok, md.length_odds(NAMES, 16))
+        for pattern, check in (('ka*', lambda n: n.startswith('ka')),
+                               ('*lyn', lambda n: n.endswith('lyn')),
+                               ('a*a', lambda n: len(n) >= 2 and n[0] == n[-1] == 'a'),
+                               ('m_r*', lambda n: len(n) >= 3 and n[0] == 'm' and n[2] == 'r'),
+                               ('*', lambda n: n)):
+            names = md.sample(model, 12, seed=1, how=md.Sampling(
+                pattern=md.parse_pattern(pattern, model)))
+            self.assertTrue(all(map(check, names)), (pattern, names))
+            self.assertTrue(all(set(n) <= set(tok.chars) for n in names))
+            if pattern != 'ka*':
+                continue
+            self.assertGreater(len(set(map(len, names))), 1)  # the length is drawn
+
     def test_an_idle_step_would_change_nothing(self):
         cfg, tok = tiny()
         model = md.Model.new(cfg, tok)
@@ -434,20 +540,23 @@ class SamplerTest(unittest.TestCase):
                                        random.Random(seed))
                 self.assertEqual(same, seq)
 
-    def test_never_emits_mask(self):
-        cfg, tok = tiny()
+    def test_never_emits_mask_or_a_letter_after_the_end(self):
+        for padding in (False, True):
+            cfg, tok = tiny(padding=padding)
 
-        def loves_mask(params, cfg, tokens, positions):
-            rng = random.Random(len(positions))
-            return [[rng.gauss(0, 1) if v != tok.MASK else 100.0 for v in range(tok.vocab_size)]
-                    for _ in positions]
+            def loves_mask(params, cfg, tokens, positions):
+                rng = random.Random(len(positions))
+                return [[rng.gauss(0, 1) if v != tok.MASK else 100.0
+                         for v in range(tok.vocab_size)] for _ in positions]
 
-        for seed in range(20):
-            for remask in ('confidence', 'random'):
-                seq = md.sample_tokens(md.Model(cfg, tok, None, loves_mask), random.Random(seed),
-                                       md.Sampling(remask=remask))
-                self.assertNotIn(tok.MASK, seq)
-                self.assertEqual(len(seq), cfg.block_size)
+            for seed in range(20):
+                for remask in ('confidence', 'random'):
+                    seq = md.sample_tokens(md.Model(cfg, tok, None, loves_mask),
+                                           random.Random(seed), md.Sampling(remask=remask))
+                    self.assertNotIn(tok.MASK, seq)
+                    end = seq.index(tok.PAD) if tok.PAD in seq else len(seq)
+                    self.assertEqual(seq[end:], [tok.PAD] * (len(seq) - end))
+                    self.assertEqual(len(seq), 16 if padding else end + 1)
 
     def test_confidence_keeps_the_surest_guess(self):
         cfg, tok = tiny()
@@ -493,34 +602,37 @@ class SamplerTest(unittest.TestCase):
                                        delta=0.02)
 
     def test_pattern(self):
-        cfg, tok = tiny()
-        model = md.Model.new(cfg, tok)
-        letters = set(range(len(tok.chars)))
-        for pattern in ('m_r__', 'ka*', '_', '*', 'emma'):
-            template, candidates = md.parse_pattern(pattern, tok, cfg.block_size)
-            for seed, length in itertools.product(range(4), ('first', 'along')):
-                how = md.Sampling(template=template, candidates=candidates, length=length)
-                seq = md.sample_tokens(model.frozen(), random.Random(seed), how)
-                name = tok.decode(seq)
-                for i, tmpl in enumerate(template):
-                    if tmpl != tok.MASK:
-                        self.assertEqual(seq[i], tmpl)  # fixed positions never change
-                body = pattern.rstrip('*')
-                for i, c in enumerate(body):
-                    self.assertIn(seq[i], letters)  # '_' is a letter, never the end
-                    if c != '_':
-                        self.assertEqual(name[i], c)
-                if not pattern.endswith('*'):
-                    self.assertEqual(len(name), len(body))
-                self.assertNotIn(tok.MASK, seq)
+        for padding, length in itertools.product((False, True), ('first', 'along')):
+            cfg, tok = tiny(padding=padding)
+            model = md.Model.new(cfg, tok, md.length_odds(NAMES, 16))
+            letters = set(range(len(tok.chars)))
+            for pattern in ('m_r__', 'ka*', '_', '*', 'emma'):
+                how = md.Sampling(pattern=md.parse_pattern(pattern, model), length=length)
+                for seed in range(3):
+                    seq = md.sample_tokens(model.frozen(), random.Random(seed), how)
+                    name = tok.decode(seq)
+                    body = pattern.rstrip('*')
+                    for i, c in enumerate(body):
+                        self.assertIn(seq[i], letters)  # '_' is a letter, never the end
+                        if c != '_':
+                            self.assertEqual(name[i], c)  # fixed letters never change
+                    if not pattern.endswith('*'):
+                        self.assertEqual(len(name), len(body))
+                    self.assertNotIn(tok.MASK, seq)
 
     def test_bad_patterns(self):
         cfg, tok = tiny()
-        for pattern, message in (('a' * 17, 'at most 16'), ('ka*a', 'only come last'),
-                                 ('e9_', "'9' not in the vocabulary"), ('', 'empty')):
+        model, padded = md.Model(cfg, tok, None), md.Model(tiny(padding=True)[0], tok, None)
+        for pattern, which, message in (('a' * 16, model, 'at most 15'),
+                                        ('a' * 17, padded, 'at most 16'),
+                                        ('ka*a*', model, 'only once'),
+                                        ('ka*a', padded, 'only come last'),
+                                        ('e9_', model, "'9' not in the vocabulary"),
+                                        ('', model, 'empty')):
             with self.assertRaisesRegex(ValueError, message):
-                md.parse_pattern(pattern, tok, cfg.block_size)
-
+                md.parse_pattern(pattern, which)
+        self.assertEqual(md.parse_pattern('a_*b', model), ([0, tok.MASK], [1]))
+        self.assertEqual(md.parse_pattern('a_b', model), ([0, tok.MASK, 1], None))
 
 
 class GPTTest(unittest.TestCase):
@@ -579,33 +691,35 @@ class GPTTest(unittest.TestCase):
             self.assertEqual([step for step, *_ in trace], list(range(1, len(name) + 2)))
             for k, (_, _, _, tokens) in enumerate(trace):  # one more position each step
                 self.assertEqual(tokens[:k], seq[:k])
-        template, candidates = md.parse_pattern('ka*', tok, cfg.block_size - 1)
-        how = md.Sampling(template=template + [tok.PAD], candidates=candidates + [[tok.PAD]])
+        how = md.Sampling(pattern=md.parse_pattern('ka*', model))
         self.assertTrue(all(tok.decode(md.sample_tokens(model, random.Random(s), how))
                             .startswith('ka') for s in range(5)))
+        with self.assertRaisesRegex(ValueError, 'a GPT reads left to right'):
+            md.parse_pattern('k_a*', model)
 
     def test_left_to_right_nll_of_a_diffusion_model(self):
-        cfg, tok = tiny()
-        uniform = md.Model(cfg, tok, None, UniformDenoiser(tok.vocab_size))
-        tokens = tok.encode('ava', cfg.block_size)
-        self.assertAlmostEqual(md.left_to_right_nll(uniform, tokens),
-                               cfg.block_size * math.log(tok.vocab_size - 1), places=9)
-        seen = []
+        for padding in (False, True):
+            cfg, tok = tiny(padding=padding)
+            seen = []
 
-        def recording(params, cfg, tokens, positions):
-            seen.append((list(tokens), list(positions)))
-            return [[0.0] * tok.vocab_size for _ in positions]
-        md.left_to_right_nll(md.Model(cfg, tok, None, recording), tokens)
-        for i, (noisy, positions) in enumerate(seen):  # position i, the ones before it visible
-            self.assertEqual(positions, [i])
-            self.assertEqual(noisy, tokens[:i] + [tok.MASK] * (cfg.block_size - i))
-        model = md.Model.new(cfg, tok).frozen()
-        how = md.Sampling(order='left-to-right')
-        for seed in range(5):
-            seq = md.sample_tokens(model, random.Random(seed), how)
-            self.assertNotIn(tok.MASK, seq)
-            self.assertEqual(seq, tok.encode(tok.decode(seq), cfg.block_size))
-
+            def recording(params, cfg, tokens, positions):
+                seen.append((list(tokens), list(positions)))
+                return [[0.0] * tok.vocab_size for _ in positions]
+            model = md.Model(cfg, tok, None, recording)
+            tokens = model.encode('ava')
+            md.left_to_right_nll(model, tokens)
+            erasable = md.erasable(model, tokens)
+            self.assertEqual(len(seen), len(erasable))
+            for i, (noisy, positions) in enumerate(seen):  # i, those before it visible
+                self.assertEqual(positions, [i])
+                self.assertEqual(noisy, tokens[:i] + [tok.MASK] * (len(erasable) - i)
+                                 + tokens[len(erasable):])  # the end stays visible
+            model = md.Model.new(cfg, tok).frozen()
+            how = md.Sampling(order='left-to-right')
+            for seed in range(5):
+                seq = md.sample_tokens(model, random.Random(seed), how)
+                self.assertNotIn(tok.MASK, seq)
+                self.assertEqual(seq, model.encode(tok.decode(seq)))
 
 
 if __name__ == '__main__':
