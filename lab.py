@@ -329,7 +329,7 @@ def nelbo_estimates(model, names, seed, workers, kind='random orders', on_progre
 def sample_names(model, n, seed, how, workers, want_trace=False):
     """n (name, trace) pairs, streamed as they are made: the same names as md.sample()."""
     rng, frozen = random.Random(f'{seed}:sample'), model.frozen()
-    if how.pattern and model.lengths and how.lengths is None:  # once, not once a name
+    if how.pattern and how.pattern[1] is not None and model.lengths:  # once, not per name
         how.lengths = md.pattern_lengths(frozen, *how.pattern)
     jobs = ((frozen, how, [rng.getrandbits(64) for _ in range(min(4, n - i))], want_trace)
             for i in range(0, n, 4))

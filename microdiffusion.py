@@ -20,13 +20,12 @@ in a blank, a few letters at a time.
 The model is p(name) = p(length) · p(letters | length): the length is counted from the data,
 and the transformer only ever reads a name's letters and its end. (--padding trains the older
 way: every name PAD-filled to block_size, each PAD erased and predicted like a letter.)
+Running text has no ends: a window of block_size characters, written block after block.
 
 This file is the algorithm, in order: configuration, tokenizer, parameters, the denoiser (a
-tiny transformer on value.py's scalar autograd), the noise and the loss, the sampler, the
-ELBO, Adam, training. GPT, the same transformer reading left to right, is marked where it
-differs. The lab around it (processes, progress, checkpoints, reports, pictures, the command
-line) is lab.py: `python microdiffusion.py` trains on names.txt and prints 20 names, and
-`python microdiffusion.py --help` lists the rest.
+tiny transformer on value.py's scalar autograd), the noise and the loss, the sampler, the ELBO,
+Adam, training; GPT, the same transformer reading left to right, is marked where it differs.
+`python microdiffusion.py` runs the lab around it (lab.py): it trains and prints 20 names.
 """
 
 import math
@@ -48,6 +47,7 @@ class Config:
     denoiser: str = 'transformer'  # or 'mlp': the diffusion code around it is the same
     mlp_hidden: int = 8     # the mlp denoiser's width: 7,168 weights, near the transformer's
     padding: bool = False   # True: names PAD-filled to block_size, every PAD erased and scored
+    text: bool = False      # True: running text, windows of block_size characters, no ends
     init_std: float = 0.08  # weights start N(0, 0.08): small, so first guesses are near uniform
     # --- the forward process and training ---
     t_min: float = 0.2      # lowest noise level trained on (MDLM: all of (0, 1]; 7K weights: focus)
@@ -64,9 +64,8 @@ class Config:
     val_names: int = 200    # held-out names per estimate (eval uses them all)
 
     def longest(self):
-        """The longest name the block holds: one position is its end (or a GPT's start token),
-        except that a --padding diffusion name may fill the block."""
-        return self.block_size if self.padding and self.model == 'diffusion' else self.block_size - 1
+        """The longest name the block holds: one position is the end (or a GPT's start)."""
+        return self.block_size - (self.model == 'gpt' or not (self.padding or self.text))
 
 
 # --- Tokenizer: a name is its characters, then PAD -------------------------------------------
@@ -86,7 +85,6 @@ class Tokenizer:
         return cls(sorted(set(''.join(names))))
 
     def encode(self, name, size):
-        """The name's ids, then PAD up to `size` tokens."""
         return [self.ids[c] for c in name] + [self.PAD] * (size - len(name))
 
     def decode(self, tokens):
@@ -98,8 +96,7 @@ class Tokenizer:
 
 
 def load_names(path):
-    """The names in a UTF-8 text file, one per line, without blank lines (the lab's reader
-    checks a file first and says what is wrong with it)."""
+    """The names in a UTF-8 file, one per line (the lab's reader checks the file first)."""
     with open(path, encoding='utf-8') as f:
         return [line.strip() for line in f if line.strip()]
 
@@ -190,8 +187,7 @@ def mlp(params, prefix, xs):
 
 
 def transformer(params, cfg, tokens, positions):
-    """A list of token ids in, one list of logits (one per token id) out for each position
-    in `positions`."""
+    """Token ids in; out, for each of `positions`, its logits: one number per token id."""
     wte, wpe = params['wte'], params['wpe']
     xs = [rmsnorm([t + p for t, p in zip(wte[tok], wpe[i])]) for i, tok in enumerate(tokens)]
     for layer in range(cfg.n_layer):
@@ -205,8 +201,7 @@ def transformer(params, cfg, tokens, positions):
 
 def mlp_denoiser(params, cfg, tokens, positions):
     """The comparison denoiser: one-hot tokens of all positions -> ReLU hidden layer -> logits.
-    It has a weight for every (position, token) of the block, so it reads a shorter input as
-    if PAD filled the rest."""
+    It weighs every (position, token) of the block: PAD fills the rest of a shorter input."""
     vocab_size = len(params['mlp_in'][0]) // cfg.block_size
     tokens = tokens + [vocab_size - 1] * (cfg.block_size - len(tokens))  # PAD: the last id
     # W · onehot just adds up the columns of the tokens present, one per position.
@@ -222,17 +217,16 @@ DENOISERS = {'transformer': (transformer_shapes, transformer), 'mlp': (mlp_shape
 class Model:
     """One thing to pass around: the configuration, vocabulary, parameters, denoiser, and
     p(length) where the model draws the length first (None where the end is a token it
-    predicts: a GPT, or a --padding model)."""
+    predicts, a GPT's or a --padding model's, and in running text, which has no end)."""
 
     def __init__(self, cfg, tok, params, denoiser=None, lengths=None):
         self.cfg, self.tok, self.params = cfg, tok, params
         self.denoiser = denoiser or DENOISERS[cfg.denoiser][1]
-        ends_by_token = cfg.model == 'gpt' or cfg.padding
-        if not ends_by_token:  # no histogram given: every length alike
-            lengths = lengths or length_odds([], cfg.block_size)
-        self.lengths = None if ends_by_token else lengths
-        # What a prediction may be: a letter, or also the end where the end is a token
-        self.outputs = list(range(len(tok.chars))) + [tok.PAD] * ends_by_token
+        end_is_a_token = (cfg.model == 'gpt' or cfg.padding) and not cfg.text
+        first = not (end_is_a_token or cfg.text)  # no histogram given: every length alike
+        self.lengths = (lengths or length_odds([], cfg.block_size)) if first else None
+        # What a prediction may be: a character, and the end where it is a token
+        self.outputs = list(range(len(tok.chars))) + [tok.PAD] * end_is_a_token
 
     @classmethod
     def new(cls, cfg, tok, lengths=None):
@@ -243,8 +237,10 @@ class Model:
         return cls(cfg, tok, params, lengths=lengths)
 
     def encode(self, name):
-        """A name's tokens: its letters and the end, or PAD-filled to the block (--padding)."""
-        return self.tok.encode(name, len(name) + 1 if self.lengths else self.cfg.block_size)
+        """A name's tokens: its letters and the end, or PAD-filled to the block (--padding);
+        a window of running text: its characters."""
+        size = len(name) + 1 if self.lengths else len(name) if self.cfg.text else None
+        return self.tok.encode(name, size or self.cfg.block_size)
 
     def logits(self, tokens, positions):
         return self.denoiser(self.params, self.cfg, tokens, positions)
@@ -273,8 +269,7 @@ def erasable(model, tokens):
 
 
 def erase(positions, t, rng):
-    """The forward process at noise level t: each position erased independently with
-    probability t."""
+    """The forward process at noise level t: each position erased with probability t."""
     return [i for i in positions if rng.random() < t]
 
 
@@ -293,8 +288,7 @@ def erased_nll(model, tokens, erased):
 
 
 def length_nll(model, tokens):
-    """-log p(length), the first factor of p(name) = p(length) · p(letters | length); 0 where
-    the length is not drawn first (its cost is then in the PAD predictions)."""
+    """-log p(length), p(name)'s first factor; 0 where the end is a token (or there is none)."""
     return 0.0 if model.lengths is None else -math.log(model.lengths[len(tokens) - 1])
 
 
@@ -325,6 +319,8 @@ def gpt_loss(model, tokens):
     tok = model.tok
     name = tokens[:tokens.index(tok.PAD)] if tok.PAD in tokens else tokens
     inputs, targets = [tok.MASK] + name, name + [tok.PAD]
+    if model.cfg.text:  # a window of running text has no end: the start, then its characters
+        inputs, targets = inputs[:-1], targets[:-1]
     logits = model.logits(inputs, range(len(inputs)))
     return vsum([token_nll(lg, target, model.outputs) for lg, target in zip(logits, targets)])
 
@@ -378,8 +374,6 @@ def pattern_lengths(model, head, tail):
     """p(n | pattern) ∝ p(n) · p(the pattern's letters where length n puts them | n). The
     second factor by the chain rule through the model's own conditionals: the fixed letters
     revealed left to right, one forward pass each (masked diffusion models every order)."""
-    if tail is None:  # no '*': the pattern's length
-        return [float(n == len(head)) for n in range(len(model.lengths))]
     mask_id, odds = model.tok.MASK, []
     for n, p_n in enumerate(model.lengths):
         gap = n - len(head) - len(tail)
@@ -402,16 +396,17 @@ def starting_point(model, how, rng):
     and the end. A GPT or --padding model starts from the block, its end still to be found."""
     tok, (head, tail) = model.tok, how.pattern or ([], [])
     letters = list(range(len(tok.chars)))
+    if model.cfg.text:  # a window of text: its characters and blanks, nothing else
+        return list(head), [letters] * len(head), False
     if model.lengths is None:
         rest = model.cfg.block_size - len(head)
         seq = head + [tok.MASK if tail is not None else tok.PAD] * rest
-        return seq, [letters] * len(head) + [letters + [tok.PAD]] * rest, False
-    if tail is None:
-        n = len(head)
-    else:
-        odds = how.lengths or (pattern_lengths(model, head, tail) if how.pattern
-                               else model.lengths)
-        n = rng.choices(range(len(odds)), odds)[0]
+        candidates = [letters] * len(head) + [letters + [tok.PAD]] * rest
+        if model.cfg.model == 'gpt':  # its start token takes a position: the last is the end
+            candidates[-1] = [tok.PAD]
+        return seq, candidates, False
+    n = len(head) if tail is None else rng.choices(
+        range(len(model.lengths)), how.lengths or pattern_lengths(model, head, tail))[0]
     seq = head + [tok.MASK] * (n - len(head) - len(tail or [])) + (tail or []) + [tok.PAD]
     return seq, [letters] * n + [[tok.PAD]], tail is not None
 
@@ -427,11 +422,6 @@ def masked_counts(n0, steps):
     return [round(n0 * noise_at(i, steps)) for i in range(steps + 1)]
 
 
-def gumbel(rng):
-    """Standard Gumbel noise, -log(-log u) for u uniform in (0, 1)."""
-    return -math.log(-math.log(rng.random() or rng.random()))  # 0.0: once in 2^53 draws
-
-
 def draw(logits, candidates, temperature, rng):
     """A token drawn from softmax(logits / temperature) over the candidates, and a confidence.
     One Gumbel-max draw gives both: token = argmax_c (log p_c + T·g_c), g_c standard Gumbel
@@ -441,7 +431,9 @@ def draw(logits, candidates, temperature, rng):
     MaskGIT's noisy confidence."""
     scores = [logits[c] for c in candidates]
     log_total = logsumexp(scores)
-    perturbed = [s - log_total + temperature * gumbel(rng) for s in scores]
+    # standard Gumbel noise: -log(-log u), u uniform in (0, 1) (u = 0 once in 2^53: again)
+    perturbed = [s - log_total - temperature * math.log(-math.log(rng.random() or rng.random()))
+                 for s in scores]
     best = max(range(len(candidates)), key=perturbed.__getitem__)
     return candidates[best], perturbed[best]
 
@@ -474,25 +466,21 @@ def reverse_step(model, seq, candidates, keep_masked, temperature, remask, rng):
         remasked = set(sorted(range(len(masked)), key=lambda j: guesses[j][1])[:keep_masked])
     else:
         remasked = set(rng.sample(range(len(masked)), keep_masked))
-    new = list(seq)
-    for j, i in enumerate(masked):
-        if j not in remasked:
-            new[i] = guesses[j][0]
-    return new
+    kept = {i: guesses[j][0] for j, i in enumerate(masked) if j not in remasked}
+    return [kept.get(i, tok) for i, tok in enumerate(seq)]
 
 
 def sample_tokens(model, rng, how, trace=None):
     """The reverse process: from blanks (MASK) to a finished name. The length first; then after
-    step i, masked_counts(n0, steps)[i - 1] of the n0 blanks are still masked (a step that
-    would not change the count is skipped), at T = temperature · (T_end + (T_start - T_end)·t).
-    With 64 steps and at most 15 blanks no step decides more than one letter: this is
-    one-letter-at-a-time decoding in the model's order of confidence; fewer steps decide
-    several letters in one forward pass. trace, if a list, receives (step, t, T, tokens) after
-    the length is drawn and after every step that changed something."""
+    step i, masked_counts(n0, steps)[i - 1] of the n0 blanks are still masked (steps that would
+    not change the count are skipped), at T = temperature · (T_end + (T_start - T_end) · t).
+    With 64 steps and at most 15 blanks no step decides two letters: one letter at a time, in
+    the model's order of confidence; fewer steps decide several in one forward pass. trace, if
+    a list, receives (step, t, T, tokens) after the length and after every step."""
     if how.order == 'left-to-right' or model.cfg.model == 'gpt':
         return sample_left_to_right(model, rng, how, trace)
     seq, candidates, drawn = starting_point(model, how, rng)
-    if model.lengths is None and how.length == 'first':  # --padding: the end first, from odds
+    if model.cfg.padding and how.length == 'first':  # --padding: the end first, from odds
         before, (seq, candidates) = seq, draw_length(model, seq, candidates, rng)
         drawn = seq != before
     if trace is not None and drawn:
@@ -520,8 +508,7 @@ def sample_left_to_right(model, rng, how, trace=None):
         drawn = seq[i] == tok.MASK
         if drawn:  # GPT reads the start token and the tokens so far; its last one predicts
             logits = model.logits([tok.MASK] + seq[:i] if gpt else seq, [i])[0]
-            choices = [tok.PAD] if gpt and i == size - 1 else candidates[i]
-            seq[i] = draw(logits, choices, how.temperature, rng)[0]
+            seq[i] = draw(logits, candidates[i], how.temperature, rng)[0]
         if seq[i] == tok.PAD:
             seq[i:] = [tok.PAD] * (size - i)
         if drawn and trace is not None:
@@ -564,13 +551,10 @@ def left_to_right_nll(model, tokens):
     """The exact -log p(tokens) unmasking left to right: the length's -log p(n), then each
     erasable position predicted from the ones before it, the later ones masked (GPT's chain
     rule; the NELBO averages over every order)."""
-    positions, mask_id = erasable(model, tokens), model.tok.MASK
-    nll = length_nll(model, tokens)
-    for i in positions:
-        noisy = tokens[:i] + [mask_id if j in positions else tok
-                              for j, tok in enumerate(tokens) if j >= i]
-        nll += token_nll(model.logits(noisy, [i])[0], tokens[i], model.outputs)
-    return nll
+    L, mask_id = len(erasable(model, tokens)), model.tok.MASK  # erasable: the first L
+    return length_nll(model, tokens) + sum([token_nll(model.logits(
+        tokens[:i] + [mask_id] * (L - i) + tokens[L:], [i])[0], tokens[i], model.outputs)
+        for i in range(L)])
 
 
 # --- Adam ------------------------------------------------------------------------------------
@@ -608,22 +592,28 @@ def learning_rate(cfg, step):
 # --- Training and sampling -------------------------------------------------------------------
 
 class Batches:
-    """The training names, step by step: each epoch a fresh shuffle seeded by (seed, epoch),
-    so any step's names follow from its number alone (a resumed run sees the same names)."""
+    """The training examples, step by step, each step's following from its number alone (a
+    resumed run sees the same ones): names from each epoch's shuffle, seeded by (seed, epoch),
+    or windows of block_size characters of running text at offsets seeded by (seed, step)."""
 
-    def __init__(self, names, cfg):
-        self.names, self.batch_size, self.seed = names, cfg.batch_size, cfg.seed
+    def __init__(self, data, cfg):
+        self.data, self.cfg = data, cfg
         self.epoch, self.order = None, None
 
     def at(self, step):
-        batch = []
-        for j in range(step * self.batch_size, (step + 1) * self.batch_size):
-            epoch, k = divmod(j, len(self.names))
+        size, batch = self.cfg.block_size, self.cfg.batch_size
+        if self.cfg.text:
+            rng = random.Random(f'{self.cfg.seed}:windows:{step}')
+            return [self.data[i:i + size] for i in
+                    [rng.randint(0, len(self.data) - size) for _ in range(batch)]]
+        names = []
+        for j in range(step * batch, (step + 1) * batch):
+            epoch, k = divmod(j, len(self.data))
             if epoch != self.epoch:
-                self.epoch, self.order = epoch, list(self.names)
-                random.Random(f'{self.seed}:epoch:{epoch}').shuffle(self.order)
-            batch.append(self.order[k])
-        return batch
+                self.epoch, self.order = epoch, list(self.data)
+                random.Random(f'{self.cfg.seed}:epoch:{epoch}').shuffle(self.order)
+            names.append(self.order[k])
+        return names
 
 
 def noisy_batch(model, names, step):
@@ -636,9 +626,8 @@ def noisy_batch(model, names, step):
 def name_loss(model, item):
     """One training name's loss, item = (tokens, t, seed): diffusion's at level t, or GPT's."""
     tokens, t, seed = item
-    if model.cfg.model == 'gpt':
-        return gpt_loss(model, tokens)
-    return diffusion_loss(model, tokens, t, random.Random(seed))
+    return (gpt_loss(model, tokens) if model.cfg.model == 'gpt' else
+            diffusion_loss(model, tokens, t, random.Random(seed)))
 
 
 def name_gradient(model, values, item):
@@ -670,10 +659,12 @@ def train_step(model, adam, names, step, gradients=None):
     return loss
 
 
-def train(cfg, names, log_every=100):
-    """A new model trained on `names` with the settings in cfg, one step after another."""
-    model = Model.new(cfg, Tokenizer.from_names(names), length_odds(names, cfg.block_size))
-    adam, batches = Adam(flatten(model.params), cfg), Batches(names, cfg)
+def train(cfg, data, log_every=100):
+    """A new model trained on `data` with the settings in cfg, one step after another: a list
+    of names, or with cfg.text one string of running text."""
+    lengths = None if cfg.text else length_odds(data, cfg.block_size)
+    model = Model.new(cfg, Tokenizer.from_names(data), lengths)
+    adam, batches = Adam(flatten(model.params), cfg), Batches(data, cfg)
     for step in range(cfg.steps):
         loss = train_step(model, adam, batches.at(step), step)
         if log_every and (step + 1) % log_every == 0:
@@ -682,13 +673,29 @@ def train(cfg, names, log_every=100):
 
 
 def sample(model, num=20, seed=0, how=None):
-    """num new names, each from its own random generator drawn from `seed`; how.pattern, if
-    any, from parse_pattern."""
+    """num new names, each from its own random generator drawn from `seed`."""
     frozen, how, rng = model.frozen(), how or Sampling(), random.Random(f'{seed}:sample')
-    if how.pattern and model.lengths and how.lengths is None:  # once, not once a name
+    if how.pattern and how.pattern[1] is not None and model.lengths:  # once, not once a name
         how = replace(how, lengths=pattern_lengths(frozen, *how.pattern))
     return [model.tok.decode(sample_tokens(frozen, random.Random(rng.getrandbits(64)), how))
             for _ in range(num)]
+
+
+def write(model, prompt, n, rng, how, context, trace=False):
+    """n characters of running text after `prompt` (token ids), block after block: each block
+    keeps the last `context` characters visible, and the reverse process fills the rest of the
+    window (LLaDA's semi-autoregressive blocks; for a GPT, left to right). Yields each block's
+    new tokens and, if asked, its trace. With context = block_size - 1 a block is one character:
+    a GPT's sliding window."""
+    text = list(prompt)
+    while n > 0:
+        seen = text[max(0, len(text) - context):]
+        blanks = seen + [model.tok.MASK] * min(model.cfg.block_size - len(seen), n)
+        steps = [] if trace else None
+        fresh = sample_tokens(model, rng, replace(how, pattern=(blanks, None)), steps)[len(seen):]
+        text += fresh
+        n -= len(fresh)
+        yield fresh, steps
 
 
 if __name__ == '__main__':  # the lab: the command line, processes, checkpoints (lab.py)
