@@ -48,6 +48,7 @@ MAX_CHECKPOINT = 3 * MAX_PARAMS * 25 + MAX_HISTORY * 100 + 2**20
 LIMITS = {'n_embd': (int, 1, 1024), 'n_head': (int, 1, 1024), 'n_layer': (int, 1, 64),
           'block_size': (int, 2, 256), 'model': ('diffusion', 'gpt'),
           'denoiser': tuple(md.DENOISERS), 'mlp_hidden': (int, 1, 65536), 'padding': bool,
+          'text': bool,
           'init_std': (float, 0, 10), 't_min': (float, 0, 1), 'steps': (int, 1, 10**9),
           'batch_size': (int, 1, 10**6), 'lr': (float, 0, 1e300), 'warmup': (int, 0, 10**9),
           'beta1': (float, 0, 1), 'beta2': (float, 0, 1), 'adam_eps': (float, 0, 1),
@@ -647,6 +648,7 @@ def check_training_state(training, n_params, need):
     need(isinstance(settings, dict), '"training" must hold the run\'s "settings"')
     settings.setdefault('model', 'diffusion')
     settings.setdefault('padding', settings['model'] == 'diffusion')
+    settings.setdefault('text', False)
     missing = sorted(set(LIMITS) - set(settings))
     need(not missing, f'"training" settings lack {", ".join(missing)}')
     training['settings'] = settings = {name: settings[name] for name in LIMITS}
