@@ -41,7 +41,7 @@ class Config:
     # --- the denoiser (a checkpoint records these: they fix the shape of the parameters) ---
     n_embd: int = 16        # numbers per position: room for a letter, its place, its context
     n_head: int = 4         # attention heads, each n_embd // n_head = 4 numbers wide
-    n_layer: int = 2        # blocks: one gathers clues from the visible letters, two combine them
+    n_layer: int = 2        # layers: the first gathers clues from the letters, the second combines
     block_size: int = 16    # positions: the longest name in names.txt (15) and its end
     model: str = 'diffusion'  # or 'gpt': the same transformer, causal, trained on next tokens
     denoiser: str = 'transformer'  # or 'mlp': the diffusion code around it is the same
@@ -50,7 +50,7 @@ class Config:
     text: bool = False      # True: running text, windows of block_size characters, no ends
     init_std: float = 0.08  # weights start N(0, 0.08): small, so first guesses are near uniform
     # --- the forward process and training ---
-    t_min: float = 0.2      # lowest noise level trained on (MDLM: all of (0, 1]; 7K weights: focus)
+    t_min: float = 0.2      # lowest noise level trained on (MDLM: all of (0, 1]; tiny models: focus)
     steps: int = 2100       # optimiser steps: the lab in 3 minutes where bench's step is 25 ms
     batch_size: int = 4     # names per step, their gradients averaged
     lr: float = 0.01        # Adam's peak learning rate; it decays linearly towards 0
@@ -64,7 +64,7 @@ class Config:
     val_names: int = 200    # held-out names per estimate (eval uses them all)
 
     def longest(self):
-        """The longest name the block holds: one position is the end (or a GPT's start)."""
+        """The longest name the block holds: one position is the end, or a GPT's start."""
         return self.block_size - (self.model == 'gpt' or not (self.padding or self.text))
 
 
@@ -106,6 +106,8 @@ def length_odds(names, block_size):
     every length from 1 up (add-one smoothing), so no length the block holds is impossible."""
     counts = [0] + [1] * (block_size - 1)
     for name in names:
+        if not name:
+            raise ValueError('an empty name: it has no letters to learn')
         counts[len(name)] += 1
     return [c / sum(counts) for c in counts]
 
@@ -223,24 +225,24 @@ class Model:
         self.cfg, self.tok, self.params = cfg, tok, params
         self.denoiser = denoiser or DENOISERS[cfg.denoiser][1]
         end_is_a_token = (cfg.model == 'gpt' or cfg.padding) and not cfg.text
-        first = not (end_is_a_token or cfg.text)  # no histogram given: every length alike
-        self.lengths = (lengths or length_odds([], cfg.block_size)) if first else None
+        self.length_first = not (end_is_a_token or cfg.text)
+        # p(length): the histogram given, else every length alike
+        self.lengths = (lengths or length_odds([], cfg.block_size)) if self.length_first else None
         # What a prediction may be: a character, and the end where it is a token
         self.outputs = list(range(len(tok.chars))) + [tok.PAD] * end_is_a_token
 
     @classmethod
     def new(cls, cfg, tok, lengths=None):
-        if cfg.model == 'gpt' and cfg.denoiser != 'transformer':
-            raise ValueError('a GPT is the transformer: the mlp denoiser reads every position')
         shapes = DENOISERS[cfg.denoiser][0](cfg, tok.vocab_size)
         params = init_params(shapes, cfg.init_std, random.Random(cfg.seed))
         return cls(cfg, tok, params, lengths=lengths)
 
     def encode(self, name):
-        """A name's tokens: its letters and the end, or PAD-filled to the block (--padding);
-        a window of running text: its characters."""
-        size = len(name) + 1 if self.lengths else len(name) if self.cfg.text else None
-        return self.tok.encode(name, size or self.cfg.block_size)
+        """A name's tokens: its letters and its end, or (a GPT, --padding) PAD to the block's
+        end; a window of running text: its characters alone."""
+        if self.cfg.text:
+            return self.tok.encode(name, len(name))
+        return self.tok.encode(name, len(name) + 1 if self.length_first else self.cfg.block_size)
 
     def logits(self, tokens, positions):
         return self.denoiser(self.params, self.cfg, tokens, positions)
@@ -263,9 +265,8 @@ def noise_levels(rng, t_min, n):
 
 
 def erasable(model, tokens):
-    """The positions the forward process may erase: a name's letters, its end (PAD) staying
-    visible, since the length was drawn first; with --padding every position, PADs too."""
-    return list(range(len(tokens) if model.lengths is None else len(tokens) - 1))
+    """Where the forward process may erase: the letters, not the end (--padding: anywhere)."""
+    return list(range(len(tokens) - 1 if model.length_first else len(tokens)))
 
 
 def erase(positions, t, rng):
@@ -289,7 +290,7 @@ def erased_nll(model, tokens, erased):
 
 def length_nll(model, tokens):
     """-log p(length), p(name)'s first factor; 0 where the end is a token (or there is none)."""
-    return 0.0 if model.lengths is None else -math.log(model.lengths[len(tokens) - 1])
+    return -math.log(model.lengths[len(tokens) - 1]) if model.length_first else 0.0
 
 
 def diffusion_loss(model, tokens, t, rng):
@@ -331,12 +332,12 @@ def gpt_loss(model, tokens):
 class Sampling:
     """How to run the reverse process."""
     steps: int = 64             # reverse steps on the cosine schedule (idle ones are skipped)
-    temp_start: float = 1.0     # at t = 1 the model's own odds, re-masking at random (draw)
+    temp_start: float = 1.0     # at t = 1 the model's own odds, re-masking at random (see draw)
     temp_end: float = 0.4       # at t = 0, colder: the last letters fit the first ones
     temperature: float = 1.0    # scales both: 1 keeps temp_start -> temp_end
     remask: str = 'confidence'  # which guesses go back under MASK: 'confidence' or 'random'
     order: str = 'any'          # or 'left-to-right', one position at a time (GPT's only order)
-    length: str = 'first'       # --padding models: the end drawn first, or 'along' the letters
+    length: str = 'first'       # --padding: the end drawn first, or 'along' like a letter
     pattern: tuple = None       # (head, tail) from parse_pattern; None: any name
     lengths: list = None        # p(length | pattern), from pattern_lengths (computed once)
 
@@ -348,13 +349,12 @@ def parse_pattern(pattern, model):
     A GPT or a --padding model can only take '*' last."""
     tok, longest = model.tok, model.cfg.longest()
     head, star, tail = pattern.partition('*')
-    if '*' in tail:
-        raise ValueError(f"pattern {pattern!r}: '*' may stand only once")
-    if tail and model.lengths is None:
-        raise ValueError(f"pattern {pattern!r}: '*' may only come last (a GPT or a --padding "
-                         "model draws the end as it goes)")
     if not pattern:
         raise ValueError("the pattern is empty; use '*' for any name")
+    if '*' in tail:
+        raise ValueError(f"pattern {pattern!r}: '*' may stand only once")
+    if tail and not model.length_first:  # its end is found along the way, not drawn first
+        raise ValueError(f"pattern {pattern!r}: '*' may only come last for this model")
     if len(head + tail) > longest:
         raise ValueError(f'pattern {pattern!r} has {len(head + tail)} positions; '
                          f'names have at most {longest}')
@@ -374,18 +374,18 @@ def pattern_lengths(model, head, tail):
     """p(n | pattern) ∝ p(n) · p(the pattern's letters where length n puts them | n). The
     second factor by the chain rule through the model's own conditionals: the fixed letters
     revealed left to right, one forward pass each (masked diffusion models every order)."""
-    mask_id, odds = model.tok.MASK, []
+    mask_id, logs = model.tok.MASK, []  # log p(n) + log p(letters | n), for each n
     for n, p_n in enumerate(model.lengths):
         gap = n - len(head) - len(tail)
         if gap < 0 or p_n == 0:
-            odds.append(0.0)
+            logs.append(-math.inf)
             continue
         target, seq = head + [mask_id] * gap + tail, [mask_id] * n + [model.tok.PAD]
-        log_p = math.log(p_n)
+        logs.append(math.log(p_n))
         for i in [i for i, x in enumerate(target) if x != mask_id]:
-            log_p -= token_nll(model.logits(seq, [i])[0], target[i], model.outputs)
+            logs[-1] -= token_nll(model.logits(seq, [i])[0], target[i], model.outputs)
             seq[i] = target[i]
-        odds.append(math.exp(log_p))
+    odds = [math.exp(x - max(logs)) for x in logs]  # normalised from the largest: no underflow
     return [p / sum(odds) for p in odds]
 
 
@@ -394,11 +394,11 @@ def starting_point(model, how, rng):
     may become, and whether a length was drawn. A length-first model draws n from p(length),
     or from p(length | pattern), then starts from n blanks (the pattern's letters in place)
     and the end. A GPT or --padding model starts from the block, its end still to be found."""
-    tok, (head, tail) = model.tok, how.pattern or ([], [])
+    tok, (head, tail) = model.tok, how.pattern or ([], [])  # no pattern: '*', any name
     letters = list(range(len(tok.chars)))
     if model.cfg.text:  # a window of text: its characters and blanks, nothing else
         return list(head), [letters] * len(head), False
-    if model.lengths is None:
+    if not model.length_first:
         rest = model.cfg.block_size - len(head)
         seq = head + [tok.MASK if tail is not None else tok.PAD] * rest
         candidates = [letters] * len(head) + [letters + [tok.PAD]] * rest
@@ -425,10 +425,10 @@ def masked_counts(n0, steps):
 def draw(logits, candidates, temperature, rng):
     """A token drawn from softmax(logits / temperature) over the candidates, and a confidence.
     One Gumbel-max draw gives both: token = argmax_c (log p_c + T·g_c), g_c standard Gumbel
-    noise, confidence = the winning score: log p(token) as T falls to 0 (LLaDA); at T = 1 a
-    standard Gumbel whatever p is (the max of Gumbel-shifted log-probabilities is), so that
-    re-masking the least sure is re-masking at random (the true reverse process); between,
-    MaskGIT's noisy confidence."""
+    noise, confidence = the winning score: log p(token) as T falls to 0 (LLaDA). At T = 1 the
+    max of Gumbel-shifted log-probabilities is itself a standard Gumbel, independent of which
+    token won and of every other position: re-masking the least sure is then re-masking at
+    random, as the theory's reverse process does. Between, MaskGIT's noisy confidence."""
     scores = [logits[c] for c in candidates]
     log_total = logsumexp(scores)
     # standard Gumbel noise: -log(-log u), u uniform in (0, 1) (u = 0 once in 2^53: again)
@@ -444,21 +444,21 @@ def draw_length(model, seq, candidates, rng):
     cumulative distribution (kept from dipping: each P(PAD) is its own output); the end is the
     first i where it passes a uniform u. From it on, open positions are PAD; before, letters."""
     pad, mask = model.tok.PAD, model.tok.MASK
-    open_ = [i for i, tok in enumerate(seq) if tok == mask and pad in candidates[i]]
+    blanks = [i for i, tok in enumerate(seq) if tok == mask and pad in candidates[i]]
     cdf, end, u = 0.0, len(seq), rng.random()  # end = len(seq): no PAD, every position a letter
-    for i, logits in zip(open_, model.logits(seq, open_)):
+    for i, logits in zip(blanks, model.logits(seq, blanks)):
         cdf = max(cdf, math.exp(logits[pad] - logsumexp([logits[c] for c in candidates[i]])))
         if u < cdf:
             end = i
             break
-    seq = [pad if i in open_ and i >= end else tok for i, tok in enumerate(seq)]
-    return seq, [[c for c in cs if c != pad] if i in open_ and i < end else cs
+    seq = [pad if i in blanks and i >= end else tok for i, tok in enumerate(seq)]
+    return seq, [[c for c in cs if c != pad] if i in blanks and i < end else cs
                  for i, cs in enumerate(candidates)]
 
 
 def reverse_step(model, seq, candidates, keep_masked, temperature, remask, rng):
     """One reverse step: predict every MASK, then put MASK back on `keep_masked` of them, the
-    least sure ('confidence': MaskGIT, LLaDA) or a random few ('random': the theory's process)."""
+    least sure ('confidence': MaskGIT, LLaDA) or a random few ('random', as in the theory)."""
     masked = [i for i, tok in enumerate(seq) if tok == model.tok.MASK]
     logits = model.logits(seq, masked)
     guesses = [draw(lg, candidates[i], temperature, rng) for i, lg in zip(masked, logits)]
@@ -505,16 +505,15 @@ def sample_left_to_right(model, rng, how, trace=None):
     seq, candidates, _ = starting_point(model, how, rng)
     size = len(seq)
     for i in range(size):
-        drawn = seq[i] == tok.MASK
-        if drawn:  # GPT reads the start token and the tokens so far; its last one predicts
+        if seq[i] == tok.MASK:  # GPT reads the start token and the tokens so far
             logits = model.logits([tok.MASK] + seq[:i] if gpt else seq, [i])[0]
             seq[i] = draw(logits, candidates[i], how.temperature, rng)[0]
+            if seq[i] == tok.PAD:
+                seq[i:] = [tok.PAD] * (size - i)
+            if trace is not None:  # t: the share of positions still to come
+                trace.append((i + 1, 1 - i / size, how.temperature, list(seq)))
         if seq[i] == tok.PAD:
-            seq[i:] = [tok.PAD] * (size - i)
-        if drawn and trace is not None:
-            trace.append((i + 1, 1 - i / size, how.temperature, list(seq)))
-        if seq[i] == tok.PAD:
-            break
+            return seq
     return seq
 
 
@@ -548,9 +547,9 @@ def nelbo_one_pass(model, tokens, rng):
 
 
 def left_to_right_nll(model, tokens):
-    """The exact -log p(tokens) unmasking left to right: the length's -log p(n), then each
-    erasable position predicted from the ones before it, the later ones masked (GPT's chain
-    rule; the NELBO averages over every order)."""
+    """-log p(tokens) exactly, in one order, by the chain rule through the model's conditionals:
+    the length's -log p(n), then each erasable position from the ones before it, the later ones
+    masked (as a GPT scores; the NELBO averages over every order)."""
     L, mask_id = len(erasable(model, tokens)), model.tok.MASK  # erasable: the first L
     return length_nll(model, tokens) + sum([token_nll(model.logits(
         tokens[:i] + [mask_id] * (L - i) + tokens[L:], [i])[0], tokens[i], model.outputs)
@@ -616,13 +615,6 @@ class Batches:
         return names
 
 
-def noisy_batch(model, names, step):
-    """(tokens, noise level, seed of the mask) for each name of one step."""
-    cfg, rng = model.cfg, random.Random(f'{model.cfg.seed}:step:{step}')
-    ts = noise_levels(rng, cfg.t_min, len(names))
-    return [(model.encode(name), t, rng.getrandbits(64)) for name, t in zip(names, ts)]
-
-
 def name_loss(model, item):
     """One training name's loss, item = (tokens, t, seed): diffusion's at level t, or GPT's."""
     tokens, t, seed = item
@@ -645,7 +637,9 @@ def train_step(model, adam, names, step, gradients=None):
     """One optimiser step: noise -> loss -> backward -> Adam; returns the batch's mean loss.
     gradients(items) yields name_gradient's result for each item in order (by default computed
     here); added in batch order, the sum is the same bit for bit whoever computed them."""
-    items = noisy_batch(model, names, step)
+    rng = random.Random(f'{model.cfg.seed}:step:{step}')  # each name: tokens, t, a mask seed
+    items = [(model.encode(name), t, rng.getrandbits(64))
+             for name, t in zip(names, noise_levels(rng, model.cfg.t_min, len(names)))]
     results = gradients(items) if gradients else (name_gradient(model, adam.values, item)
                                                   for item in items)
     loss, total = 0.0, [0.0] * len(adam.values)
@@ -675,7 +669,7 @@ def train(cfg, data, log_every=100):
 def sample(model, num=20, seed=0, how=None):
     """num new names, each from its own random generator drawn from `seed`."""
     frozen, how, rng = model.frozen(), how or Sampling(), random.Random(f'{seed}:sample')
-    if how.pattern and how.pattern[1] is not None and model.lengths:  # once, not once a name
+    if how.pattern and how.pattern[1] is not None and model.length_first:  # once, not per name
         how = replace(how, lengths=pattern_lengths(frozen, *how.pattern))
     return [model.tok.decode(sample_tokens(frozen, random.Random(rng.getrandbits(64)), how))
             for _ in range(num)]
@@ -689,7 +683,7 @@ def write(model, prompt, n, rng, how, context, trace=False):
     a GPT's sliding window."""
     text = list(prompt)
     while n > 0:
-        seen = text[max(0, len(text) - context):]
+        seen = text[max(0, len(text) - min(context, model.cfg.block_size - 1)):]
         blanks = seen + [model.tok.MASK] * min(model.cfg.block_size - len(seen), n)
         steps = [] if trace else None
         fresh = sample_tokens(model, rng, replace(how, pattern=(blanks, None)), steps)[len(seen):]

@@ -718,5 +718,62 @@ class GPTTest(unittest.TestCase):
                 self.assertEqual(seq, model.encode(tok.decode(seq)))
 
 
+class TextTest(unittest.TestCase):
+    """Running text: windows with no end, and writing past one block."""
+
+    TEXT = 'the cat sat on the mat.\nthe dog sat on the log.\n' * 4
+
+    def model(self, **changes):
+        cfg = md.Config(text=True, block_size=8, n_embd=8, n_head=2, **changes)
+        return md.Model.new(cfg, md.Tokenizer.from_names(self.TEXT))
+
+    def test_windows_are_drawn_from_the_text_by_step(self):
+        model = self.model(batch_size=5)
+        batches = md.Batches(self.TEXT, model.cfg)
+        windows = batches.at(3)
+        self.assertEqual(len(windows), 5)
+        self.assertTrue(all(len(w) == 8 and w in self.TEXT for w in windows))
+        self.assertEqual(md.Batches(self.TEXT, model.cfg).at(3), windows)  # from the step alone
+        self.assertNotEqual(batches.at(4), windows)
+        self.assertIn('\n', ''.join(batches.at(s)[0] for s in range(20)))  # newlines are text
+
+    def test_a_window_has_no_end_and_no_length(self):
+        for kind in ('diffusion', 'gpt'):
+            model = self.model(model=kind)
+            tok, tokens = model.tok, model.encode('the cat.')
+            self.assertEqual(tokens, [tok.ids[c] for c in 'the cat.'])  # no PAD
+            self.assertEqual(model.outputs, list(range(len(tok.chars))))
+            self.assertIsNone(model.lengths)
+            self.assertEqual(md.erasable(model, tokens), list(range(8)))
+            self.assertEqual(md.length_nll(model, tokens), 0.0)
+            uniform = md.Model(model.cfg, tok, None, UniformDenoiser(tok.vocab_size))
+            expected = 8 * math.log(len(tok.chars))  # each character one of the characters
+            score = (md.gpt_loss(uniform, tokens) if kind == 'gpt' else
+                     md.nelbo(uniform, tokens, random.Random(0)))
+            self.assertAlmostEqual(score, expected, places=9)
+
+    def test_writing_block_after_block(self):
+        # the prompt's last `context` characters are seen (at most 7: a block of 8 writes one)
+        for kind, context, first_two in (('diffusion', 3, [5, 5]), ('gpt', 7, [4, 1]),
+                                         ('diffusion', 50, [4, 1])):
+            model = self.model(model=kind).frozen()
+            tok = model.tok
+            prompt = [tok.ids[c] for c in 'the ']
+            blocks = list(md.write(model, prompt, 13, random.Random(1), md.Sampling(), context,
+                                   trace=True))
+            written = [t for fresh, _ in blocks for t in fresh]
+            self.assertEqual(len(written), 13)  # exactly as many as asked, every one a character
+            self.assertTrue(all(t < len(tok.chars) for t in written))
+            self.assertEqual([len(fresh) for fresh, _ in blocks][:2], first_two)
+            text = prompt + written
+            done = len(prompt)
+            for fresh, trace in blocks:  # what was written stays, the block's start visible
+                seen = text[max(0, done - min(context, 7)):done]
+                for *_, tokens in trace:
+                    self.assertEqual(tokens[:len(seen)], seen)
+                self.assertEqual(trace[-1][3], seen + fresh)
+                done += len(fresh)
+
+
 if __name__ == '__main__':
     unittest.main()
