@@ -50,7 +50,7 @@ class Config:
     text: bool = False      # True: running text, windows of block_size characters, no ends
     init_std: float = 0.08  # weights start N(0, 0.08): small, so first guesses are near uniform
     # --- the forward process and training ---
-    t_min: float = 0.2      # lowest noise level trained on (MDLM: all of (0, 1]; tiny models: focus)
+    t_min: float = 0.2      # lowest noise level trained on (MDLM: all of (0, 1]; tiny model: focus)
     steps: int = 2100       # optimiser steps: the lab in 3 minutes where bench's step is 25 ms
     batch_size: int = 4     # names per step, their gradients averaged
     lr: float = 0.01        # Adam's peak learning rate; it decays linearly towards 0
