@@ -462,10 +462,11 @@ class ReliabilityTest(Folder):
         os.mkfifo(fifo)
         readonly = self.write('readonly.json', 'keep me')
         os.chmod(readonly, 0o444)
-        for path, message in ((fifo, 'not a regular file'), (readonly, 'read-only'),
-                              ('', 'give a file name'), (self.path('out') + '/', 'give a file')):
+        for path, message, status in ((fifo, 'not a regular file', 1), (readonly, 'read-only', 1),
+                                      ('', 'give a file name', 2),
+                                      (self.path('out') + '/', 'give a file', 1)):
             result = run(*self.train_args(path, '--steps', '2'))
-            self.assertEqual(result.returncode, 1, result.stderr)
+            self.assertEqual(result.returncode, status, result.stderr)
             self.assertEqual(result.stderr.count('\n'), 1, result.stderr)
             self.assertIn(message, result.stderr)
         self.assertTrue(stat.S_ISFIFO(os.stat(fifo).st_mode))

@@ -225,11 +225,11 @@ class TrainingTest(unittest.TestCase):
         self.addCleanup(sys.settrace, tracer)
         sys.settrace(None)
         with contextlib.redirect_stderr(io.StringIO()) as said:
-            self.assertEqual(lab.processes(2), 2)
+            self.assertEqual(lab.Workers(2).n, 2)
         self.assertEqual(said.getvalue(), '')
         sys.settrace(lambda *args: None)
         with contextlib.redirect_stderr(io.StringIO()) as said:
-            alone = lab.processes(2)
+            alone = lab.Workers(2).n
         sys.settrace(tracer)
         self.assertEqual(alone, 1)
         self.assertIn('a debugger is attached', said.getvalue())
