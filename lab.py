@@ -71,6 +71,11 @@ def fits(value, rule):
     return type(value) in (int, float) and math.isfinite(value) and low < value < high
 
 
+def numbers(xs, most):
+    """Whether xs are all finite numbers of at most `most` in size."""
+    return all(type(x) in (int, float) and -most <= x <= most for x in xs)
+
+
 def too_large(cfg, vocab_size):
     """What puts a model past the lab's limits, or None."""
     shapes = md.DENOISERS[cfg.denoiser][0](cfg, vocab_size)
@@ -105,9 +110,9 @@ def out(text):
     except UnicodeEncodeError as e:
         raise UserError(f'stdout cannot show {e.object[e.start:e.end]!r} in its encoding, '
                         f'{e.encoding}; set PYTHONIOENCODING=utf-8') from None
+    except BrokenPipeError:  # the reader left (`| head`): main ends quietly
+        raise
     except OSError as e:
-        if isinstance(e, BrokenPipeError):
-            raise
         raise UserError(f'stdout cannot be written ({e.strerror or e})') from None
 
 
@@ -123,12 +128,10 @@ def read_file(path, what, limit=MAX_DATA):
     try:
         with open(path, 'rb') as f:
             raw = f.read(limit + 1)
-    except FileNotFoundError:
-        raise UserError(f'{path}: no such file; give {what}') from None
-    except IsADirectoryError:
-        raise UserError(f'{path}: is a folder; give {what}') from None
     except OSError as e:
-        raise UserError(f'{path}: cannot be read ({e.strerror})') from None
+        raise UserError(f'{path}: ' + ('no such file' if isinstance(e, FileNotFoundError) else
+                        'is a folder' if isinstance(e, IsADirectoryError) else
+                        f'cannot be read ({e.strerror})') + f'; give {what}') from None
     if len(raw) > limit:
         raise UserError(f'{path}: is larger than {limit // 2**20} MB, more than the lab reads')
     return raw
@@ -138,8 +141,8 @@ def read_names(path, longest=LIMITS['block_size'][2] - 1):
     """The names in a UTF-8 file, one a line (\\n, \\r\\n or \\r), stripped, blank lines skipped,
     a byte-order mark never part of a name. Every problem is a UserError."""
     names = []
-    for number, line in enumerate(re.split(rb'\r\n|\r|\n', read_file(
-            path, 'a text file with one name per line')), start=1):
+    raw = read_file(path, 'a text file with one name per line')
+    for number, line in enumerate(re.split(rb'\r\n|\r|\n', raw), start=1):
         try:
             name = line.decode('utf-8').replace('\ufeff', '').strip()
         except UnicodeDecodeError:
@@ -150,7 +153,7 @@ def read_names(path, longest=LIMITS['block_size'][2] - 1):
                             f'than the {longest} a name can have; shorten or remove it')
         if any(unsafe(c, '\t') for c in name):
             raise UserError(f'{path}, line {number}: holds a control character, not text (is '
-                            'it UTF-16?); save it as UTF-8 text')
+                            'it UTF-16?); save it as UTF-8')
         names += [name] if name else []
     if not names:
         raise UserError(f'{path}: has no names (it is empty or only blank lines)')
@@ -221,16 +224,17 @@ class Workers:
             self.pool.terminate()
             self.pool.join()
 
-    def map(self, fn, jobs, stop=lambda: 0):
-        """fn(job) for each job, in order, at most two a process in flight (memory stays flat
-        however many there are); raises Interrupted while waiting if stop() says so."""
+    def map(self, kind, model, shares, stop=lambda: 0):
+        """_job((kind, model, share)) for each share, in order, at most two a process in flight
+        (memory stays flat however many); raises Interrupted while waiting if stop() says so."""
+        jobs = ((kind, model, share) for share in shares)
         if not self.pool:
-            yield from map(fn, jobs)
+            yield from map(_job, jobs)
             return
-        pending, jobs = collections.deque(), iter(jobs)
+        pending = collections.deque()
         while True:
             for job in jobs:
-                pending.append(self.pool.apply_async(fn, (job,)))
+                pending.append(self.pool.apply_async(_job, (job,)))
                 if len(pending) >= 2 * self.n:
                     break
             if not pending:
@@ -279,8 +283,8 @@ def _local(model):
     replica, values = _replicas[key]
     replica.lengths = model.lengths
     for name, rows in model.params.items():
-        for row, numbers in zip(replica.params[name], rows):
-            for p, x in zip(row, numbers):
+        for row, floats in zip(replica.params[name], rows):
+            for p, x in zip(row, floats):
                 p.data = x
     return replica, values
 
@@ -292,14 +296,14 @@ ESTIMATES = {'random orders': md.nelbo, 'one pass': md.nelbo_one_pass,
 
 
 def _job(job):
-    """One share of work, in a worker or here: names' gradients, samples or scores (`kind`)."""
+    """A share of names' gradients, samples or scores (see ESTIMATES), here or in a worker."""
     kind, model, items = job
     if kind == 'gradients':
         model, values = _local(model)
         return [md.name_gradient(model, values, item) for item in items]
-    if kind == 'samples':  # items: (seed, trace) pairs, a trace a list to fill or None
+    if kind == 'samples':  # items: (seed, how, a list to trace the steps in or None)
         return [(model.tok.decode(md.sample_tokens(model, random.Random(seed), how, trace)),
-                 trace) for seed, trace, how in items]
+                 trace) for seed, how, trace in items]
     return [ESTIMATES[kind](model, tokens, random.Random(seed)) for tokens, seed in items]
 
 
@@ -307,10 +311,9 @@ def gradients_from(workers, model, stop):
     """train_step's gradients(items): shares of at most 8 names, on the model's own Values
     in this process or on copies in the workers, stopping between names if stop() says so."""
     def gradients(items):
-        source = model if workers.n == 1 else model.frozen()
         size = min(8, -(-len(items) // workers.n))
-        jobs = [('gradients', source, items[i:i + size]) for i in range(0, len(items), size)]
-        for share in workers.map(_job, jobs, stop):
+        for share in workers.map('gradients', model if workers.n == 1 else model.frozen(),
+                                 [items[i:i + size] for i in range(0, len(items), size)], stop):
             for result in share:
                 if stop():
                     raise Interrupted(stop())
@@ -320,26 +323,26 @@ def gradients_from(workers, model, stop):
 
 def nelbo_estimates(model, names, seed, workers, kind='random orders', progress=None):
     """Each name's score in nats (see ESTIMATES), each from its own seeded random generator,
-    in jobs of at most 50 names, so that progress shows however many there are."""
-    rng, frozen = random.Random(f'{seed}:nelbo'), model.frozen()
+    in shares of at most 50 names, so that progress shows however many there are."""
+    rng, estimates = random.Random(f'{seed}:nelbo'), []
     items = [(model.encode(name), rng.getrandbits(64)) for name in names]
-    size, estimates = max(1, min(50, len(items) // 10)), []
-    jobs = ((kind, frozen, items[i:i + size]) for i in range(0, len(items), size))
-    for share in workers.map(_job, jobs):
+    size = max(1, min(50, len(items) // 10))
+    for share in workers.map(kind, model.frozen(),
+                             (items[i:i + size] for i in range(0, len(items), size))):
         estimates += share
         if progress:
             progress.update(len(estimates))
     return estimates
 
 
-def sample_names(model, n, seed, how, workers, want_trace=False):
+def sample_names(model, n, seed, how, workers, trace=False):
     """n (name, trace) pairs, streamed as they are made: the same names as md.sample()."""
     rng, frozen = random.Random(f'{seed}:sample'), model.frozen()
     if how.pattern and model.lengths and how.lengths is None:  # once, not once a name
         how.lengths = md.pattern_lengths(frozen, *how.pattern)
-    jobs = (('samples', frozen, [(rng.getrandbits(64), [] if want_trace else None, how)
-                                 for _ in range(min(4, n - i))]) for i in range(0, n, 4))
-    for share in workers.map(_job, jobs):
+    shares = ([(rng.getrandbits(64), how, [] if trace else None) for _ in range(min(4, n - i))]
+              for i in range(0, n, 4))
+    for share in workers.map('samples', frozen, shares):
         yield from share
 
 
@@ -358,14 +361,12 @@ def handling(numbers, handler):
 
 def run_training(model, train_names, val_names, data_fingerprint, checkpoint, workers,
                  state=None, stop_after=None, stop=lambda: 0, data=None):
-    """Train model.params in place up to model.cfg.steps (continuing from `state`), showing
-    progress, saving the checkpoint at every validation and at the end. Once stop() names a
-    signal, the step under way is abandoned (Adam untouched), the last finished one saved, and
-    Interrupted raised; a loss that is not finite raises UserError, the checkpoint left as it
-    was. stop_after (tests) ends the run early, saved."""
+    """Train model.params in place up to model.cfg.steps (continuing from `state`), saving the
+    checkpoint at every validation and at the end. Once stop() names a signal, the step under
+    way is dropped (Adam untouched), the last one saved, and Interrupted raised; a loss that is
+    not finite raises UserError, the checkpoint as it was. stop_after (tests) ends it early."""
     cfg, adam = model.cfg, md.Adam(md.flatten(model.params), model.cfg)
-    step, saved_at = 0, None  # saved_at: the step the checkpoint on disk holds
-    smooth, weight, history = 0.0, 0.0, []
+    step, saved_at, smooth, weight, history = 0, None, 0.0, 0.0, []  # saved_at: on disk
     if state:
         step = saved_at = state['step']
         adam.t, adam.m, adam.v = state['adam_t'], state['adam_m'], state['adam_v']
@@ -376,29 +377,30 @@ def run_training(model, train_names, val_names, data_fingerprint, checkpoint, wo
     began = time.perf_counter() - (history[-1][4] if history else 0.0)
     # The loss covers noise levels from t_min up (see md.diffusion_loss); validation's NELBO
     # covers them all and the length: it sits above the loss without any over-fitting.
-    labels = (('loss', 'val NLL ') if cfg.model == 'gpt' else
-              (f'loss(t>={cfg.t_min:g})', 'val NELBO ~'))
+    labels = ('loss', 'val NLL ') if cfg.model == 'gpt' else (f'loss(t>={cfg.t_min:g})',
+                                                               'val NELBO ~')
 
     def save():
-        training = {'step': step, 'settings': asdict(cfg), 'data_fingerprint': data_fingerprint,
-                    'data': data, 'adam_t': adam.t, 'adam_m': adam.m, 'adam_v': adam.v,
-                    'history': history, 'smoothed': [smooth, weight]}
         try:
-            save_checkpoint(checkpoint, model, training)
+            save_checkpoint(checkpoint, model, {
+                'step': step, 'settings': asdict(cfg), 'data_fingerprint': data_fingerprint,
+                'data': data, 'adam_t': adam.t, 'adam_m': adam.m, 'adam_v': adam.v,
+                'history': history, 'smoothed': [smooth, weight]})
         except OSError as e:
             kept = 'nothing was saved' if saved_at is None else f'it still holds step {saved_at}'
-            raise UserError(f'{checkpoint}: could not save step {step} '
-                            f'({e.strerror or e}); {kept}') from None
+            raise UserError(f'{checkpoint}: could not save step {step} ({e.strerror or e}); '
+                            f'{kept}') from None
 
-    gradients = gradients_from(workers, model, stop)
     try:
         while step < cfg.steps and step != stop_after and not stop():
             try:
-                loss = md.train_step(model, adam, batches.at(step), step, gradients)
-                validated = val_names and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps)
+                loss = md.train_step(model, adam, batches.at(step), step,
+                                     gradients_from(workers, model, stop))
+                validated = val_names and ((step + 1) % cfg.val_every == 0 or
+                                           step + 1 == cfg.steps)
                 if validated:  # one pass a name, always the same seed: only the model changes
-                    val = statistics.fmean(nelbo_estimates(
-                        model, val_names, 0, workers, 'gpt' if cfg.model == 'gpt' else 'one pass'))
+                    val = statistics.fmean(nelbo_estimates(model, val_names, 0, workers, (
+                        'gpt' if cfg.model == 'gpt' else 'one pass')))
             except Interrupted:
                 break
             except ArithmeticError as e:
@@ -430,8 +432,7 @@ class Progress:
 
     def __init__(self, total, unit, start=0):
         self.total, self.unit, self.start = total, unit, start
-        self.live, self.shown = on_terminal(), False
-        self.began = self.said = time.perf_counter()
+        self.live, self.shown, self.began, self.said = on_terminal(), False, time.perf_counter(), 0
 
     def update(self, done, detail='', force=False):
         now = time.perf_counter()
@@ -443,8 +444,8 @@ class Progress:
         if self.live:
             self.shown = True
             say('\r' + line + '\033[K', end='')
-        elif (force or done == self.total or done % max(1, self.total // 10) == 0
-              or now - self.said >= 60):
+        elif force or done == self.total or done % max(1, self.total // 10) == 0 or \
+                now - max(self.said, self.began) >= 60:
             self.said = now
             say(line)
 
@@ -499,21 +500,22 @@ def temporary_beside(target):
 
 
 def check_outputs(outputs, inputs=()):
-    """Before any work: every output (flag, path) a file we may write, holding nothing but
-    what we write, and none the same file as another output or an input by whatever name."""
+    """Before any work: no output (flag, path) the same file as another or as an input, by any
+    name; each one a file we may write, replacing nothing but a checkpoint or a picture."""
     seen = [(flag, path) for flag, path in inputs if path is not None]
     for flag, path in [(flag, path) for flag, path in outputs if path is not None]:
-        noun, target = 'checkpoint' if flag == '--checkpoint' else 'picture', os.path.realpath(path)
         for other, other_path in seen:
             if os.path.realpath(path) == os.path.realpath(other_path) or (os.path.exists(
                     path) and os.path.exists(other_path) and os.path.samefile(path, other_path)):
                 raise UserError(f'{flag} {path}: is the same file as {other} {other_path}; '
                                 f'choose another {flag}')
-        if path.endswith(('/', os.sep)) or os.path.isdir(target):
-            raise UserError(f'{flag} {path}: is a folder; give a file name for the {noun}')
-        if os.path.exists(target) and not os.path.isfile(target):
-            raise UserError(f'{flag} {path}: is not a regular file; give a file name for the '
-                            f'{noun}')
+        seen.append((flag, path))
+        noun, target = 'checkpoint' if flag == '--checkpoint' else 'picture', os.path.realpath(path)
+        problem = ('is a folder' if path.endswith(('/', os.sep)) or os.path.isdir(target) else
+                   'is not a regular file' if os.path.exists(target) and
+                   not os.path.isfile(target) else None)
+        if problem:
+            raise UserError(f'{flag} {path}: {problem}; give a file name for the {noun}')
         if os.path.exists(target) and not os.stat(target).st_mode & 0o222:
             raise UserError(f'{flag} {path}: is read-only; make it writable or choose another '
                             f'{flag}')
@@ -531,7 +533,6 @@ def check_outputs(outputs, inputs=()):
         if head and not head.startswith(b'{' if noun == 'checkpoint' else b'<'):
             raise UserError(f'{flag} {path}: holds something other than a {noun}; choose '
                             f'another {flag}, or remove it first')
-        seen.append((flag, path))
 
 
 @contextlib.contextmanager
@@ -628,11 +629,6 @@ def load_checkpoint(path, resuming=False, flag='--checkpoint'):
     return model, training
 
 
-def numbers(xs, most):
-    """Whether xs are all finite numbers of at most `most` in size."""
-    return all(type(x) in (int, float) and -most <= x <= most for x in xs)
-
-
 def check_training_state(training, n_params, need):
     """need(...) all that --resume continues from, every setting within LIMITS. A setting an
     older version recorded that no longer shapes training is dropped; one that did not exist
@@ -672,11 +668,8 @@ def sample_report(samples, train_names, held_out, block_size):
     """Lines describing sampled names against the data: new, unique, length."""
     train, held, data = set(train_names), set(held_out), train_names + held_out
     new = [s for s in samples if s not in train]
-
-    def histogram(names):
-        counts = collections.Counter(map(len, names))
-        return [counts[length] / len(names) for length in range(block_size + 1)]
-    mine, theirs = histogram(samples), histogram(data)
+    counts = [collections.Counter(map(len, names)) for names in (samples, data)]
+    mine, theirs = ([c[n] / sum(c.values()) for n in range(block_size + 1)] for c in counts)
     tv = sum(abs(a - b) for a, b in zip(mine, theirs)) / 2
     lines = [f'{len(samples)} names: {len(new) / len(samples):.1%} new (not in the training data; '
              f'{sum(1 for s in new if s in held)} of them are held-out real names), '
@@ -743,7 +736,7 @@ def curve_svg(history):
 
 def frames(trace, tok, size, start=()):
     """A name's states as pictures show them, from `start` (a pattern's fixed beginning, blanks
-    after it) through each step of its trace, all on `size` positions: whatever follows the
+    after it) through each step of its trace, all on `size` positions; whatever follows the
     first PAD is not part of the name, so it is drawn as PAD."""
     states = [list(start) + [tok.MASK] * (size - len(start))] + [t for *_, t in trace]
     ends = [state.index(tok.PAD) if tok.PAD in state else len(state) for state in states]
@@ -781,16 +774,16 @@ def animate(block, fps):
     end it as Ctrl-C does, so the terminal is always given back as it was."""
     def interrupt(number, frame):
         raise KeyboardInterrupt(number)
-    say('\033[?25l', end='')  # hide the cursor while drawing
-    try:
-        with handling(STOP_SIGNALS[1:], interrupt):
+    with handling(STOP_SIGNALS[1:], interrupt):
+        say('\033[?25l', end='')  # hide the cursor while drawing
+        try:
             for k in range(max(len(frames) for row in block for frames in row)):
                 say(f'\033[{len(block)}A' * (k > 0) + ''.join(  # back to the block's first line
                     '\r\033[K' + '    '.join(f[min(k, len(f) - 1)] for f in row) + '\n'
                     for row in block), end='')
                 time.sleep(1 / fps)
-    finally:
-        say('\033[0m\033[?25h', end='')  # the terminal as it was
+        finally:
+            say('\033[0m\033[?25h', end='')  # the terminal as it was
 
 
 # --- The command line ------------------------------------------------------------------------
@@ -803,10 +796,13 @@ class Parser(argparse.ArgumentParser):
 
 
 def setting(rule):
-    """An argparse type that reads a number and holds it to a rule of LIMITS."""
-    kind, low, high = rule
-
+    """An argparse type that reads a number, or a file name (rule None), and checks it."""
     def parse(text):
+        if rule is None:
+            if not text:
+                raise argparse.ArgumentTypeError('give a file name, not an empty one')
+            return text
+        kind, low, high = rule
         try:
             value = kind(text)
         except ValueError:
@@ -821,70 +817,54 @@ def setting(rule):
     return parse
 
 
-def file_name(text):
-    """An argparse type for a path: not an empty one."""
-    if not text:
-        raise argparse.ArgumentTypeError('give a file name, not an empty one')
-    return text
-
-
 TRAIN_SETTINGS = ('steps', 'model', 'batch_size', 'lr', 'seed', 'denoiser', 'n_embd', 'n_head',
                   'n_layer', 'block_size', 'mlp_hidden', 'padding')
 SAMPLE_SETTINGS = ('steps', 'temp_start', 'temp_end', 'temperature', 'remask', 'order', 'length')
 # What a left-to-right sampler (GPT's, or --order left-to-right) has no use for: it draws every
 # position, the end too, in order at the one --temperature, not by confidence.
 NOT_LEFT_TO_RIGHT = ('temp_start', 'temp_end', 'remask', 'length')
-PATH, SEED = dict(type=file_name), dict(type=setting(LIMITS['seed']), default=0)
+FILE, SWITCH, SEED = dict(type=setting(None)), dict(action='store_true'), dict(type=int, default=0)
 WORKERS = dict(type=setting((int, 1, 1024)), default=CPUS,
                help='processes (default: every CPU; results do not depend on it)')
-PADDING = dict(action='store_true', help='the older model: names PAD-filled to the block, every '
-               'PAD erased and predicted')
-# Each command: its help, its settings (flags checked by LIMITS) and its other flags.
+PADDING = 'the older model: names PAD-filled to the block, every PAD erased and predicted'
+# Each command's help, the settings it takes as flags (LIMITS checks them), and its own flags
 COMMANDS = {
     'train': ('train a model and save a checkpoint', TRAIN_SETTINGS, [
-        ('--data', dict(PATH, default=DEFAULT_DATA, help='names, one per line (names.txt)')),
-        ('--curve', dict(PATH, metavar='FILE', help="also write the training curve (the whole "
-                         "run's, after a --resume too) as an SVG picture")),
-        ('--resume', dict(action='store_true', help='continue the run saved in --checkpoint, '
-                          'exactly where it stopped')),
-        ('--workers', dict(WORKERS, default=TRAIN_PROCESSES, help='processes (default: every '
-                           'CPU, but one under PyPy, where that is faster)'))]),
-    'sample': ('print new names from a checkpoint', SAMPLE_SETTINGS, [
+        ('--data', dict(FILE, default=DEFAULT_DATA, help='names, one per line (names.txt)')),
+        ('--curve', dict(FILE, metavar='FILE', help='also the training curve as an SVG picture')),
+        ('--resume', dict(SWITCH, help='continue the run saved in --checkpoint')),
+        ('--workers', dict(WORKERS, default=TRAIN_PROCESSES,
+                           help='processes (default: every CPU; one under PyPy)'))]),
+    'sample': ('print new names from a checkpoint; a GPT, or --order left-to-right, draws one '
+               'position at a time at --temperature', SAMPLE_SETTINGS, [
         ('--num', dict(type=setting((int, 1, 10**15)), default=20, help='how many names (20)')),
         ('--seed', SEED),
-        ('--pattern', dict(help="fixed letters, '_' a letter to fill in, one '*' any letters: "
-                           'm_r__, ka*, *lyn, a*a')),
-        ('--trace', dict(action='store_true', help='show each reverse step (stderr)')),
-        ('--stats', dict(action='store_true', help='new, unique and length figures against the '
-                         'training data (stderr)')),
-        ('--data', dict(PATH, help="with --stats: the training data (the checkpoint's own)")),
-        ('--animate', dict(action='store_true', help='on a terminal, show the names developing '
-                           'in place on stderr (plain marks where NO_COLOR is set)')),
+        ('--pattern', dict(help="fixed letters, '_' one to fill in, '*' any: m_r__, ka*, a*a")),
+        ('--trace', dict(SWITCH, help='show each reverse step (stderr)')),
+        ('--stats', dict(SWITCH, help='new, unique and length figures (stderr)')),
+        ('--data', dict(FILE, help="with --stats: the training data (the checkpoint's own)")),
+        ('--animate', dict(SWITCH, help='on a terminal, the names developing (NO_COLOR: plain)')),
         ('--fps', dict(type=setting((float, 0.01, 10**4)), default=12.0,
                        help='frames a second for --animate (12)')),
-        ('--compare', dict(PATH, metavar='CHECKPOINT', help='with --animate: this model beside '
-                           'the first, the same seeds')),
-        ('--svg', dict(PATH, metavar='FILE', help='write the reverse process of the first 8 '
-                       'names as an animated SVG picture')),
-        ('--score-with', dict(PATH, metavar='CHECKPOINT', help='with --stats: the mean -log p (or '
-                              'NELBO) of the samples and of held-out names under this model')),
+        ('--compare', dict(FILE, metavar='CHECKPOINT', help='with --animate: this one beside')),
+        ('--svg', dict(FILE, metavar='FILE', help='the first 8 names developing, an SVG picture')),
+        ('--score-with', dict(FILE, metavar='CHECKPOINT',
+                              help='with --stats: the samples scored by this model')),
         ('--workers', WORKERS)]),
     'eval': ('negative ELBO of names under a checkpoint', (), [
-        ('--data', dict(PATH, action='append', help='a file of names (repeatable); default: the '
-                        "validation split of the checkpoint's own data")),
+        ('--data', dict(FILE, action='append',
+                        help="names (repeatable; the checkpoint's own held-out ones)")),
         ('--seed', dict(SEED, help='seed of the random orders')),
-        ('--order', dict(choices=('any', 'left-to-right'), default='any', help='any: the NELBO '
-                         'over random orders; left-to-right: the exact -log p of unmasking in '
-                         'that one order (a GPT has only that)')),
+        ('--order', dict(choices=('any', 'left-to-right'), default='any',
+                         help='left-to-right: the exact -log p in that one order')),
         ('--workers', WORKERS)]),
     'forward': ('show the forward (masking) process on a name', None, [
-        ('name', {}), ('--seed', SEED), ('--padding', PADDING),
+        ('name', {}), ('--seed', SEED), ('--padding', dict(SWITCH, help=PADDING)),
         ('--block-size', dict(type=setting(LIMITS['block_size']), default=md.Config.block_size,
                               help=f'positions ({md.Config.block_size})'))]),
     'bench': ('time training steps, forward passes, samples', (), [
-        ('--data', dict(PATH, default=DEFAULT_DATA, help='names to time (names.txt)')),
-        ('--repeats', dict(type=setting((int, 3, 10**6)), default=30,
-                           help='timings per figure (30)'))])}
+        ('--data', dict(FILE, default=DEFAULT_DATA, help='names to time (names.txt)')),
+        ('--repeats', dict(type=setting((int, 3, 10**6)), default=30, help='timings (30)'))])}
 
 
 def build_parser():
@@ -892,23 +872,19 @@ def build_parser():
                     'pure Python. With no command: train on names.txt, save model.json, print '
                     '20 names.')
     commands = parser.add_subparsers(dest='command', metavar='command')
-    for name, (help, settings, flags) in COMMANDS.items():
-        sub = commands.add_parser(name, help=help, description=help.capitalize() + (
-            '. A GPT checkpoint, or --order left-to-right, draws one position at a time at '
-            '--temperature, and refuses --temp-start, --temp-end, --remask and --length.'
-            if name == 'sample' else '.'))
-        if settings is not None:  # every command but forward reads or writes a checkpoint
-            sub.add_argument('--checkpoint', **PATH, default=DEFAULT_CHECKPOINT,
+    for name, (about, settings, flags) in COMMANDS.items():
+        sub = commands.add_parser(name, help=about, description=about[:1].upper() + about[1:])
+        if settings is not None:  # all but forward read or write a checkpoint
+            sub.add_argument('--checkpoint', **FILE, default=DEFAULT_CHECKPOINT,
                              help='the model file (model.json)')
-        limits, defaults = (SAMPLING_LIMITS, md.Sampling) if name == 'sample' else (
-            LIMITS, md.Config)
+        limits, defaults = (SAMPLING_LIMITS, md.Sampling) if name == 'sample' else (LIMITS,
+                                                                                     md.Config)
         for setting_name in settings or ():
             rule = limits[setting_name]
-            sub.add_argument('--' + setting_name.replace('_', '-'), help=PADDING['help'] if
-                             setting_name == 'padding' else f'({getattr(defaults, setting_name)})',
-                             **(dict(action='store_const', const=True) if rule is bool else
-                                dict(choices=rule) if isinstance(rule[0], str) else
-                                dict(type=setting(rule))))
+            options = (dict(action='store_const', const=True, help=PADDING) if rule is bool else
+                       dict(choices=rule) if isinstance(rule[0], str) else dict(type=setting(rule)))
+            sub.add_argument('--' + setting_name.replace('_', '-'),
+                             **{'help': f'({getattr(defaults, setting_name)})', **options})
         for flag, options in flags:
             sub.add_argument(flag, **options)
     return parser
@@ -926,30 +902,32 @@ def run_lab(args):
 
 def run_train(args, then=''):
     """Train a new model, or continue one (--resume), into --checkpoint; return the model."""
+    model, state, names = resumed(args) if args.resume else model_from_flags(args)
     check_outputs([('--checkpoint', args.checkpoint), ('--curve', args.curve)],
                   [('--data', args.data)])
-    model, state, names = resumed(args) if args.resume else model_from_flags(args)
-    cfg = model.cfg
+    cfg, stops = model.cfg, []  # a signal is only noted: training stops at a safe place
     train_names, held_out = split_names(names, cfg.val_size)
-    stops = []
     with one_writer(args.checkpoint), Workers(min(args.workers, cfg.batch_size)) as workers, \
             handling(STOP_SIGNALS, lambda number, frame: stops.append(number)):
-        if state:
-            say(f'resuming {args.checkpoint} at step {state["step"]} of {cfg.steps}')
-        else:
-            shape = (f'{cfg.n_layer} layers of {cfg.n_embd}, {cfg.n_head} heads' if
-                     cfg.denoiser == 'transformer' else f'{cfg.mlp_hidden} hidden units')
-            say(f'training a {cfg.model} {cfg.denoiser} ({shape}, {cfg.block_size} positions'
-                f'{", PAD-filled" if model.lengths is None and cfg.model != "gpt" else ""}; '
-                f'{len(md.flatten(model.params)):,} parameters) on {len(train_names):,} names '
-                f'({len(held_out):,} held out) for {cfg.steps} steps of {cfg.batch_size}')
-        try:  # a signal is only noted: training stops at a safe place
+        shape = (f'{cfg.n_layer} layers of {cfg.n_embd}, {cfg.n_head} heads' if
+                 cfg.denoiser == 'transformer' else f'{cfg.mlp_hidden} hidden units')
+        say(f'resuming {args.checkpoint} at step {state["step"]} of {cfg.steps}' if state else
+            f'training a {cfg.model} {cfg.denoiser} ({shape}, {cfg.block_size} positions'
+            f'{", PAD-filled" if model.lengths is None and cfg.model != "gpt" else ""}; '
+            f'{len(md.flatten(model.params)):,} parameters) on {len(train_names):,} names '
+            f'({len(held_out):,} held out) for {cfg.steps} steps of {cfg.batch_size}')
+        try:
             history = run_training(model, train_names, held_out, fingerprint(train_names),
                                    args.checkpoint, workers, state, data=os.path.abspath(
                                        args.data), stop=lambda: stops[0] if stops else 0)
-        except Interrupted as e:
+        except Interrupted as e:  # the command to go on, as it runs from this folder
+            python = shutil.which(os.path.basename(sys.executable))
+            again = [os.path.basename(python) if python and os.path.samefile(
+                python, sys.executable) else sys.executable, sys.argv[0] if os.path.basename(
+                sys.argv[0]) == 'microdiffusion.py' else 'microdiffusion.py', 'train', '--resume',
+                '--checkpoint', args.checkpoint] + ['--data', args.data] * (args.data != DEFAULT_DATA)
             raise Interrupted(e.args[0], f'step {e.args[1]} saved in {args.checkpoint}; '
-                              f'continue with "{resume_command(args)}"') from None
+                              f'continue with "{shlex.join(again)}"') from None
     for line in curve_chart(history):
         say(line)
     if args.curve:
@@ -957,18 +935,6 @@ def run_train(args, then=''):
         say(f'saved the training curve in {args.curve}')
     say(f'saved {args.checkpoint}{then}')
     return model
-
-
-def resume_command(args):
-    """The command that continues a stopped run, as it runs from this folder."""
-    python = shutil.which(os.path.basename(sys.executable))
-    if not python or not os.path.samefile(python, sys.executable):
-        python = sys.executable  # the name alone would find another Python
-    script = sys.argv[0] if os.path.basename(sys.argv[0]) == 'microdiffusion.py' else \
-        'microdiffusion.py'
-    return shlex.join([python if python == sys.executable else os.path.basename(python), script,
-                       'train', '--resume', '--checkpoint', args.checkpoint]
-                      + ['--data', args.data] * (args.data != DEFAULT_DATA))
 
 
 def new_model(cfg, names):
@@ -987,7 +953,7 @@ def model_from_flags(args):
     if cfg.n_embd % cfg.n_head:
         raise UserError(f'--n-embd {cfg.n_embd} must be a multiple of --n-head {cfg.n_head}: '
                         'each head takes n_embd / n_head of the numbers')
-    names = read_names(args.data, cfg.longest() if args.block_size else LIMITS['block_size'][2])
+    names = read_names(args.data, *[cfg.longest()] * (args.block_size is not None))
     if args.block_size is None:  # the longest name and its end (or a GPT's start token)
         cfg.block_size = max(map(len, names)) + 1
     problem = too_large(cfg, len(set(''.join(names))) + 2)
@@ -1062,15 +1028,14 @@ def run_sample(args):
     scorer = args.score_with and load_checkpoint(args.score_with, flag='--score-with')[0]
     other = args.compare and load_checkpoint(args.compare, flag='--compare')[0]
     # on a pipe, or on a terminal that cannot draw, exactly as without --animate
-    animating = args.animate and sys.stderr.isatty() and os.environ.get('TERM') != 'dumb'
-    models, start = [model] + [other] * bool(animating and other), how.pattern and how.pattern[0]
-    samples, pictured, reader_left = [], [], False
+    models = [model] + [other] * bool(other and args.animate and on_terminal())
+    start, samples, pictured, reader_left = how.pattern[0] if how.pattern else [], [], [], False
     with Workers(min(args.workers, args.num)) as workers:
         results = zip(*[sample_names(m, args.num, args.seed, how if m is model else md.Sampling(
-            temperature=how.temperature, order=how.order), workers,
-            bool(args.trace or args.svg or animating)) for m in models])
-        if animating:
-            results = animated(results, models, start or [], args)
+            temperature=how.temperature, order=how.order), workers, bool(
+                args.trace or args.svg or args.animate and on_terminal())) for m in models])
+        if args.animate and on_terminal():
+            results = animated(results, models, start, args)
         for number, ((name, trace), *_) in enumerate(results, start=1):
             if args.trace:
                 say(f'name {number}: reverse process ("{{}}" is MASK, "{{}}" is PAD)'.format(
@@ -1078,7 +1043,7 @@ def run_sample(args):
                 for i, t, T, tokens in trace:
                     say(f'  step {i:3d}  t={t:.3f}  T={T:.3f}  {show(tokens, model.tok)}')
             if args.svg and len(pictured) < 8:
-                pictured.append(frames(trace, model.tok, model.cfg.block_size, start or []))
+                pictured.append(frames(trace, model.tok, model.cfg.block_size, start))
             try:
                 if not reader_left:
                     out(name)
@@ -1090,7 +1055,7 @@ def run_sample(args):
     if args.svg:
         write_atomic(args.svg, reverse_svg(pictured, model.tok), '--svg')
     if reader_left:
-        raise BrokenPipeError
+        raise BrokenPipeError  # main ends quietly
     if args.stats:
         for line in sample_report(samples, train_names, held_out, model.cfg.block_size):
             say(line)
@@ -1104,19 +1069,20 @@ def run_sample(args):
 def training_split(model, state, data, checkpoint):
     """(training names, held-out names, path) of the data a checkpoint was trained on: `data`
     if given, else the file its training section names, if that is still the same data."""
-    settings = (state or {}).get('settings')
-    val_size = settings.get('val_size') if isinstance(settings, dict) else None
+    state = state or {}
+    settings = state.get('settings') if isinstance(state.get('settings'), dict) else {}
+    val_size = settings.get('val_size')
     val_size = val_size if fits(val_size, LIMITS['val_size']) else md.Config.val_size
     if data:
         return (*split_names(read_names(data, model.cfg.longest()), val_size), data)
-    path = (state or {}).get('data')
+    path = state.get('data')
     path = path if isinstance(path, str) and os.path.isfile(path) else DEFAULT_DATA
     with contextlib.suppress(UserError):
         train_names, held_out = split_names(read_names(path), val_size)
-        if fingerprint(train_names) == (state or {}).get('data_fingerprint'):
+        if fingerprint(train_names) == state.get('data_fingerprint'):
             return train_names, held_out, path
-    raise UserError(f'{checkpoint}: the data it was trained on is not at hand ({path} is other '
-                    'data); pass --data FILE')
+    raise UserError(f'{checkpoint}: the data it was trained on is not at hand ({path} is not '
+                    'it); pass --data FILE')
 
 
 def animated(results, models, start, args):
@@ -1151,31 +1117,32 @@ def run_eval(args):
         if not held_out:
             raise UserError(f'{args.checkpoint}: nothing of its data was held out; pass --data')
         sets = [(f'{os.path.basename(path)} validation split', held_out)]
-    vocabulary = set(model.tok.chars)
     for label, names in sets:
-        for name in names:
-            if not set(name) <= vocabulary:
-                raise UserError(f'{label}: {name!r} has {"".join(sorted(set(name) - vocabulary))!r}'
-                                ", which the model's vocabulary lacks, so its probability is 0")
-    # '±', or '+/-' where stdout's encoding has no '±' (PYTHONIOENCODING=ascii)
+        unknown = sorted(set(''.join(names)) - set(model.tok.chars))
+        if unknown:
+            raise UserError(f'{label}: {"".join(unknown)!r} are not in the model\'s vocabulary, '
+                            'so names holding them have probability 0')
+    # '±', or '+/-' where stdout's encoding has none (PYTHONIOENCODING=ascii)
     plus_minus = '±' if '±'.encode(sys.stdout.encoding or 'ascii', 'replace') != b'?' else '+/-'
     everything, all_estimates = [], []
     with Workers(args.workers) as workers:
-        for label, names in sets + [('all', [])]:
-            if names:
-                progress = Progress(len(names), 'name')
-                estimates = nelbo_estimates(model, names, args.seed, workers, kind, progress)
-                progress.finish()
-                everything, all_estimates = everything + names, all_estimates + estimates
-            else:
-                names, estimates = everything, all_estimates
-            # nats per name, its standard error, bits per character (counting each name's end)
-            mean, bits = statistics.fmean(estimates), sum(estimates) / math.log(2) / sum(
-                len(n) + 1 for n in names)
-            stderr = statistics.stdev(estimates) / math.sqrt(len(names)) if len(names) > 1 else 0
-            out(f'{label}: {mean:.2f} {plus_minus} {stderr:.2f} nats/name, {bits:.3f} bits/char '
-                f'({len(names)} names, {how})' if label != 'all' else
-                f'{title} {mean:.2f} nats/name  {bits:.3f} bits/char  ({len(names)} names)')
+        for label, names in sets:
+            progress = Progress(len(names), 'name')
+            estimates = nelbo_estimates(model, names, args.seed, workers, kind, progress)
+            progress.finish()
+            mean, stderr, bits = summary(estimates, names)
+            out(f'{label}: {mean:.2f} {plus_minus} {stderr:.2f} nats/name, {bits:.3f} '
+                f'bits/char ({len(names)} names, {how})')
+            everything, all_estimates = everything + names, all_estimates + estimates
+    mean, _, bits = summary(all_estimates, everything)
+    out(f'{title} {mean:.2f} nats/name  {bits:.3f} bits/char  ({len(everything)} names)')
+
+
+def summary(estimates, names):
+    """(mean nats a name, its standard error, bits a character, each name's end counted)."""
+    stderr = statistics.stdev(estimates) / math.sqrt(len(estimates)) if len(names) > 1 else 0.0
+    return (statistics.fmean(estimates), stderr,
+            sum(estimates) / math.log(2) / sum(len(n) + 1 for n in names))
 
 
 def run_forward(args):
@@ -1229,15 +1196,16 @@ def run_bench(args):
             fn(i)
             times.append(time.perf_counter() - began)
         out(f'{label}: {statistics.median(times) * 1000:.1f} ms median of {args.repeats}')
-    sizes = []  # (nodes, edges) of one name's training graph: what backward reaches
+    nodes, edges = [], []  # of one name's training graph, as far as backward reaches
     for i, name in enumerate(picks):
         rng = random.Random(i)
         interior = topological_order(md.name_loss(model, (
             model.encode(name), md.noise_levels(rng, cfg.t_min, 1)[0], rng.random())))
         leaves = {child for node in interior for child in node._children if not child._children}
-        sizes.append((len(interior) + len(leaves), sum(len(node._children) for node in interior)))
-    out(f'graph per training step: {statistics.median(s[0] for s in sizes):,.0f} nodes, '
-        f'{statistics.median(s[1] for s in sizes):,.0f} edges (median)')
+        nodes.append(len(interior) + len(leaves))
+        edges.append(sum(len(node._children) for node in interior))
+    out(f'graph per training step: {statistics.median(nodes):,.0f} nodes, '
+        f'{statistics.median(edges):,.0f} edges (median)')
 
 
 RUN = {None: run_lab, 'train': run_train, 'sample': run_sample, 'eval': run_eval,
