@@ -23,7 +23,7 @@ import threading
 import time
 import unicodedata
 from dataclasses import asdict
-from xml.sax.saxutils import escape
+from html import escape
 
 import microdiffusion as md
 from value import Value, topological_order
