@@ -129,9 +129,9 @@ def read_file(path, what, limit=MAX_DATA):
         with open(path, 'rb') as f:
             raw = f.read(limit + 1)
     except OSError as e:
-        raise UserError(f'{path}: ' + ('no such file' if isinstance(e, FileNotFoundError) else
-                        'is a folder' if isinstance(e, IsADirectoryError) else
-                        f'cannot be read ({e.strerror})') + f'; give {what}') from None
+        reason = ('no such file' if isinstance(e, FileNotFoundError) else 'is a folder' if
+                  isinstance(e, IsADirectoryError) else f'cannot be read ({e.strerror})')
+        raise UserError(f'{path}: {reason}; give {what}') from None
     if len(raw) > limit:
         raise UserError(f'{path}: is larger than {limit // 2**20} MB, more than the lab reads')
     return raw
@@ -140,15 +140,14 @@ def read_file(path, what, limit=MAX_DATA):
 def read_names(path, longest=LIMITS['block_size'][2] - 1):
     """The names in a UTF-8 file, one a line (\\n, \\r\\n or \\r), stripped, blank lines skipped,
     a byte-order mark never part of a name. Every problem is a UserError."""
-    names = []
-    raw = read_file(path, 'a text file with one name per line')
+    names, raw = [], read_file(path, 'a text file with one name per line')
     for number, line in enumerate(re.split(rb'\r\n|\r|\n', raw), start=1):
         try:
             name = line.decode('utf-8').replace('\ufeff', '').strip()
         except UnicodeDecodeError:
             raise UserError(f'{path}, line {number}: is not UTF-8 text; save it as UTF-8') from None
+        shown = name if len(name) <= 30 else name[:27] + '...'
         if len(name) > longest:
-            shown = name if len(name) <= 30 else name[:27] + '...'
             raise UserError(f'{path}, line {number}: {shown!r} has {len(name)} characters, more '
                             f'than the {longest} a name can have; shorten or remove it')
         if any(unsafe(c, '\t') for c in name):
@@ -201,13 +200,12 @@ TRAIN_PROCESSES = 1 if sys.implementation.name == 'pypy' else CPUS  # PyPy pickl
 
 
 class Workers:
-    """Maps a function over jobs, in order, in n processes (n = 1: in this one, no pool). Every
-    job carries its own inputs and random seed, so results never depend on n."""
+    """Shares of work done in order in n processes (1: in this one, no pool), one under a
+    debugger (a worker's breakpoint would fire unseen). A share carries its inputs and random
+    seeds, so results never depend on n."""
 
     def __init__(self, n):
-        # Under a debugger (pdb, an IDE's, 3.12's sys.monitoring) one process: a breakpoint in
-        # a worker would fire where nobody is watching.
-        monitoring = getattr(sys, 'monitoring', None)
+        monitoring = getattr(sys, 'monitoring', None)  # 3.12's debuggers
         if n > 1 and (sys.gettrace() is not None or (monitoring is not None and
                       monitoring.get_tool(monitoring.DEBUGGER_ID) is not None)):
             say('a debugger is attached: running in this one process')
@@ -377,8 +375,8 @@ def run_training(model, train_names, val_names, data_fingerprint, checkpoint, wo
     began = time.perf_counter() - (history[-1][4] if history else 0.0)
     # The loss covers noise levels from t_min up (see md.diffusion_loss); validation's NELBO
     # covers them all and the length: it sits above the loss without any over-fitting.
-    labels = ('loss', 'val NLL ') if cfg.model == 'gpt' else (f'loss(t>={cfg.t_min:g})',
-                                                               'val NELBO ~')
+    labels = (('loss', 'val NLL ') if cfg.model == 'gpt' else
+              (f'loss(t>={cfg.t_min:g})', 'val NELBO ~'))
 
     def save():
         try:
@@ -396,8 +394,8 @@ def run_training(model, train_names, val_names, data_fingerprint, checkpoint, wo
             try:
                 loss = md.train_step(model, adam, batches.at(step), step,
                                      gradients_from(workers, model, stop))
-                validated = val_names and ((step + 1) % cfg.val_every == 0 or
-                                           step + 1 == cfg.steps)
+                done = step + 1
+                validated = val_names and (done % cfg.val_every == 0 or done == cfg.steps)
                 if validated:  # one pass a name, always the same seed: only the model changes
                     val = statistics.fmean(nelbo_estimates(model, val_names, 0, workers, (
                         'gpt' if cfg.model == 'gpt' else 'one pass')))
@@ -511,19 +509,17 @@ def check_outputs(outputs, inputs=()):
                                 f'choose another {flag}')
         seen.append((flag, path))
         noun, target = 'checkpoint' if flag == '--checkpoint' else 'picture', os.path.realpath(path)
+        there = os.path.exists(target)
         problem = ('is a folder' if path.endswith(('/', os.sep)) or os.path.isdir(target) else
-                   'is not a regular file' if os.path.exists(target) and
-                   not os.path.isfile(target) else None)
+                   'is not a regular file' if there and not os.path.isfile(target) else None)
         if problem:
             raise UserError(f'{flag} {path}: {problem}; give a file name for the {noun}')
-        if os.path.exists(target) and not os.stat(target).st_mode & 0o222:
+        if there and not os.stat(target).st_mode & 0o222:
             raise UserError(f'{flag} {path}: is read-only; make it writable or choose another '
                             f'{flag}')
         try:
-            head = b''  # what is there already: never replace data, code or a document
-            if os.path.exists(target):
-                with open(target, 'rb') as f:
-                    head = f.read(64).lstrip()
+            with open(target if there else os.devnull, 'rb') as f:
+                head = f.read(64).lstrip()  # what is there: never replace data or a document
             fd, tmp = temporary_beside(target)  # write_atomic's very name: too long fails here
             os.close(fd)
             os.unlink(tmp)
@@ -643,17 +639,15 @@ def check_training_state(training, n_params, need):
     for name, value in settings.items():
         need(fits(value, LIMITS[name]), f'"training" setting {name} = {value!r:.40} is out of '
              'range')
-    step = training.get('step')
-    need(fits(step, (int, 0, settings['steps'])) and fits(training.get('adam_t'), (int, 0, 10**9))
-         and isinstance(training.get('data_fingerprint'), str),
-         '"training" step, adam_t or data_fingerprint is missing or out of range')
-    for key in ('adam_m', 'adam_v'):
-        need(isinstance(training.get(key), list) and len(training[key]) == n_params
-             and numbers(training[key], 1e12), f'"training" {key} must hold {n_params} numbers')
+    step, history = training.get('step'), training.setdefault('history', [])
     smoothed = training.setdefault('smoothed', [0.0, 0.0])  # older checkpoints kept neither
-    need(isinstance(smoothed, list) and len(smoothed) == 2 and numbers(smoothed, 1e12),
-         '"training" smoothed must be [average, weight]')
-    history = training.setdefault('history', [])
+    need(fits(step, (int, 0, settings['steps'])) and fits(training.get('adam_t'), (int, 0, 10**9))
+         and isinstance(training.get('data_fingerprint'), str) and all(
+             isinstance(training.get(key), list) and len(training[key]) == n_params and
+             numbers(training[key], 1e12) for key in ('adam_m', 'adam_v')) and isinstance(
+             smoothed, list) and len(smoothed) == 2 and numbers(smoothed, 1e12),
+         f'"training" needs step, adam_t, data_fingerprint, adam_m and adam_v ({n_params:,} '
+         'numbers each) and smoothed ([average, weight]), each in range')
     need(isinstance(history, list) and len(history) <= MAX_HISTORY and all(
         isinstance(row, list) and len(row) == 5 and fits(row[0], (int, 1, step))
         and numbers(row[1:3] + row[4:] + [x for x in row[3:4] if x is not None], 1e12)
@@ -671,25 +665,24 @@ def sample_report(samples, train_names, held_out, block_size):
     counts = [collections.Counter(map(len, names)) for names in (samples, data)]
     mine, theirs = ([c[n] / sum(c.values()) for n in range(block_size + 1)] for c in counts)
     tv = sum(abs(a - b) for a, b in zip(mine, theirs)) / 2
-    lines = [f'{len(samples)} names: {len(new) / len(samples):.1%} new (not in the training data; '
-             f'{sum(1 for s in new if s in held)} of them are held-out real names), '
-             f'{len(set(samples)) / len(samples):.1%} unique',
-             f'mean length {statistics.fmean(map(len, samples)):.2f} '
-             f'(data {statistics.fmean(map(len, data)):.2f}), length histogram total variation '
-             f'{tv:.3f}', 'length    data  samples   (each # is 2% of names)']
-    return lines + [f'{length:6d}  {a:6.1%}  {b:6.1%}   {"#" * round(a * 50):<20s}|'
-                    f'{"#" * round(b * 50)}' for length, (a, b) in enumerate(zip(theirs, mine))
-                    if a or b]
+    return [f'{len(samples)} names: {len(new) / len(samples):.1%} new (not in the training data; '
+            f'{sum(1 for s in new if s in held)} of them are held-out real names), '
+            f'{len(set(samples)) / len(samples):.1%} unique',
+            f'mean length {statistics.fmean(map(len, samples)):.2f} (data '
+            f'{statistics.fmean(map(len, data)):.2f}), length histogram total variation {tv:.3f}',
+            'length    data  samples   (each # is 2% of names)'] + [
+        f'{length:6d}  {a:6.1%}  {b:6.1%}   {"#" * round(a * 50):<20s}|{"#" * round(b * 50)}'
+        for length, (a, b) in enumerate(zip(theirs, mine)) if a or b]
 
 
 def score_line(model, names, label, workers):
-    """The mean score of names under a model that did not make them: exact -log p for a GPT,
-    the NELBO for diffusion; names it cannot hold are left out and counted."""
+    """The mean score of names under a model that did not make them (a GPT's exact -log p, or
+    the NELBO); names it cannot hold are left out and counted."""
     fit = [n for n in names if len(n) <= model.cfg.longest() and set(n) <= set(model.tok.chars)]
     if not fit:
         return f'{label}: none it can score'
-    kind = 'gpt' if model.cfg.model == 'gpt' else 'random orders'
-    mean = statistics.fmean(nelbo_estimates(model, fit, 0, workers, kind))
+    mean = statistics.fmean(nelbo_estimates(model, fit, 0, workers, 'gpt' if model.cfg.model
+                                            == 'gpt' else 'random orders'))
     left_out = f' ({len(names) - len(fit)} it cannot hold left out)' * (len(fit) < len(names))
     return f'{label} {mean:.2f} nats/name{left_out}'
 
@@ -796,11 +789,12 @@ class Parser(argparse.ArgumentParser):
 
 
 def setting(rule):
-    """An argparse type that reads a number, or a file name (rule None), and checks it."""
+    """An argparse type that reads a number and checks it by a rule of LIMITS; or with no rule,
+    a file name, which may not be empty."""
     def parse(text):
+        if rule is None and not text:
+            raise argparse.ArgumentTypeError('give a file name, not an empty one')
         if rule is None:
-            if not text:
-                raise argparse.ArgumentTypeError('give a file name, not an empty one')
             return text
         kind, low, high = rule
         try:
@@ -827,16 +821,15 @@ FILE, SWITCH, SEED = dict(type=setting(None)), dict(action='store_true'), dict(t
 WORKERS = dict(type=setting((int, 1, 1024)), default=CPUS,
                help='processes (default: every CPU; results do not depend on it)')
 PADDING = 'the older model: names PAD-filled to the block, every PAD erased and predicted'
-# Each command's help, the settings it takes as flags (LIMITS checks them), and its own flags
+# Each command: what it does, the settings it takes as flags (LIMITS checks them), its own flags
 COMMANDS = {
     'train': ('train a model and save a checkpoint', TRAIN_SETTINGS, [
         ('--data', dict(FILE, default=DEFAULT_DATA, help='names, one per line (names.txt)')),
-        ('--curve', dict(FILE, metavar='FILE', help='also the training curve as an SVG picture')),
+        ('--curve', dict(FILE, metavar='FILE', help='also the training curve, an SVG picture')),
         ('--resume', dict(SWITCH, help='continue the run saved in --checkpoint')),
         ('--workers', dict(WORKERS, default=TRAIN_PROCESSES,
                            help='processes (default: every CPU; one under PyPy)'))]),
-    'sample': ('print new names from a checkpoint; a GPT, or --order left-to-right, draws one '
-               'position at a time at --temperature', SAMPLE_SETTINGS, [
+    'sample': ('print new names from a checkpoint', SAMPLE_SETTINGS, [
         ('--num', dict(type=setting((int, 1, 10**15)), default=20, help='how many names (20)')),
         ('--seed', SEED),
         ('--pattern', dict(help="fixed letters, '_' one to fill in, '*' any: m_r__, ka*, a*a")),
@@ -873,14 +866,16 @@ def build_parser():
                     '20 names.')
     commands = parser.add_subparsers(dest='command', metavar='command')
     for name, (about, settings, flags) in COMMANDS.items():
-        sub = commands.add_parser(name, help=about, description=about[:1].upper() + about[1:])
+        sub = commands.add_parser(name, help=about, description=about[:1].upper() + about[1:] + (
+            '. A GPT, or --order left-to-right, draws one position at a time at --temperature, '
+            'and refuses --temp-start, --temp-end, --remask and --length.' * (name == 'sample')))
         if settings is not None:  # all but forward read or write a checkpoint
             sub.add_argument('--checkpoint', **FILE, default=DEFAULT_CHECKPOINT,
                              help='the model file (model.json)')
-        limits, defaults = (SAMPLING_LIMITS, md.Sampling) if name == 'sample' else (LIMITS,
-                                                                                     md.Config)
+        limits, defaults = (SAMPLING_LIMITS, md.Sampling) if name == 'sample' else (
+            LIMITS, md.Config)
         for setting_name in settings or ():
-            rule = limits[setting_name]
+            rule = limits[setting_name]  # an unset flag is None: the default, or the resumed run's
             options = (dict(action='store_const', const=True, help=PADDING) if rule is bool else
                        dict(choices=rule) if isinstance(rule[0], str) else dict(type=setting(rule)))
             sub.add_argument('--' + setting_name.replace('_', '-'),
@@ -920,14 +915,9 @@ def run_train(args, then=''):
             history = run_training(model, train_names, held_out, fingerprint(train_names),
                                    args.checkpoint, workers, state, data=os.path.abspath(
                                        args.data), stop=lambda: stops[0] if stops else 0)
-        except Interrupted as e:  # the command to go on, as it runs from this folder
-            python = shutil.which(os.path.basename(sys.executable))
-            again = [os.path.basename(python) if python and os.path.samefile(
-                python, sys.executable) else sys.executable, sys.argv[0] if os.path.basename(
-                sys.argv[0]) == 'microdiffusion.py' else 'microdiffusion.py', 'train', '--resume',
-                '--checkpoint', args.checkpoint] + ['--data', args.data] * (args.data != DEFAULT_DATA)
+        except Interrupted as e:
             raise Interrupted(e.args[0], f'step {e.args[1]} saved in {args.checkpoint}; '
-                              f'continue with "{shlex.join(again)}"') from None
+                              f'continue with "{resume_command(args)}"') from None
     for line in curve_chart(history):
         say(line)
     if args.curve:
@@ -935,6 +925,17 @@ def run_train(args, then=''):
         say(f'saved the training curve in {args.curve}')
     say(f'saved {args.checkpoint}{then}')
     return model
+
+
+def resume_command(args):
+    """The command that continues a stopped run, as it runs from this folder."""
+    python = shutil.which(os.path.basename(sys.executable))  # its name, if that finds it
+    python = os.path.basename(python) if python and os.path.samefile(
+        python, sys.executable) else sys.executable
+    script = sys.argv[0] if os.path.basename(sys.argv[0]) == 'microdiffusion.py' else \
+        'microdiffusion.py'
+    return shlex.join([python, script, 'train', '--resume', '--checkpoint', args.checkpoint]
+                      + ['--data', args.data] * (args.data != DEFAULT_DATA))
 
 
 def new_model(cfg, names):
@@ -1027,16 +1028,15 @@ def run_sample(args):
         train_names, held_out, _ = training_split(model, state, args.data, args.checkpoint)
     scorer = args.score_with and load_checkpoint(args.score_with, flag='--score-with')[0]
     other = args.compare and load_checkpoint(args.compare, flag='--compare')[0]
-    # on a pipe, or on a terminal that cannot draw, exactly as without --animate
-    models = [model] + [other] * bool(other and args.animate and on_terminal())
+    animating = args.animate and on_terminal()  # else exactly as without --animate
+    models = [model] + [other] * bool(animating and other)
     start, samples, pictured, reader_left = how.pattern[0] if how.pattern else [], [], [], False
     with Workers(min(args.workers, args.num)) as workers:
         results = zip(*[sample_names(m, args.num, args.seed, how if m is model else md.Sampling(
-            temperature=how.temperature, order=how.order), workers, bool(
-                args.trace or args.svg or args.animate and on_terminal())) for m in models])
-        if args.animate and on_terminal():
-            results = animated(results, models, start, args)
-        for number, ((name, trace), *_) in enumerate(results, start=1):
+            temperature=how.temperature, order=how.order), workers,
+            bool(args.trace or args.svg or animating)) for m in models])
+        for number, ((name, trace), *_) in enumerate(
+                animated(results, models, start, args) if animating else results, start=1):
             if args.trace:
                 say(f'name {number}: reverse process ("{{}}" is MASK, "{{}}" is PAD)'.format(
                     *marks(model.tok)))
@@ -1056,9 +1056,9 @@ def run_sample(args):
         write_atomic(args.svg, reverse_svg(pictured, model.tok), '--svg')
     if reader_left:
         raise BrokenPipeError  # main ends quietly
-    if args.stats:
-        for line in sample_report(samples, train_names, held_out, model.cfg.block_size):
-            say(line)
+    for line in sample_report(samples, train_names, held_out, model.cfg.block_size) \
+            if args.stats else ():
+        say(line)
     if scorer:
         with Workers(args.workers) as workers:
             say(f'scored by {args.score_with}: ' + '; '.join(
@@ -1118,10 +1118,10 @@ def run_eval(args):
             raise UserError(f'{args.checkpoint}: nothing of its data was held out; pass --data')
         sets = [(f'{os.path.basename(path)} validation split', held_out)]
     for label, names in sets:
-        unknown = sorted(set(''.join(names)) - set(model.tok.chars))
+        unknown = ''.join(sorted(set(''.join(names)) - set(model.tok.chars)))
         if unknown:
-            raise UserError(f'{label}: {"".join(unknown)!r} are not in the model\'s vocabulary, '
-                            'so names holding them have probability 0')
+            raise UserError(f"{label}: {unknown!r} are not in the model's vocabulary, so names "
+                            'holding them have probability 0')
     # '±', or '+/-' where stdout's encoding has none (PYTHONIOENCODING=ascii)
     plus_minus = '±' if '±'.encode(sys.stdout.encoding or 'ascii', 'replace') != b'?' else '+/-'
     everything, all_estimates = [], []
