@@ -369,13 +369,13 @@ class ContractTest(Folder):
 
     @unittest.skipUnless(hasattr(os, 'openpty'), 'needs a pseudo-terminal')
     def test_progress_of_a_long_eval(self):
-        # 200,000 names take minutes: the progress line shows after the first 50
-        names = self.write('many.txt', '\n'.join(NAMES * 5556) + '\n')
+        # 20,000 names take a while: the progress line shows after the first 50
+        names = self.write('many.txt', '\n'.join(NAMES * 556) + '\n')
         status, out, drawn = on_a_terminal('eval', '--checkpoint', self.model, '--data', names,
-                                           '--workers', '1', stop=(b'name 100/200016 ', 1,
+                                           '--workers', '1', stop=(b'name 100/20016 ', 1,
                                                                    signal.SIGINT))
         self.assertEqual(status, 130)
-        self.assertIn(b'\rname 50/200016  ', drawn)
+        self.assertIn(b'\rname 50/20016  ', drawn)
         self.assertIn(b'left\x1b[K', drawn)  # rewritten in place
         status, out, drawn = on_a_terminal('eval', '--checkpoint', self.model, '--data', self.data,
                                            env={'TERM': 'dumb'})
@@ -501,8 +501,9 @@ class BadInputTest(Folder):
                  (sample + ['--num', '0'], '--num'),
                  (sample + ['--steps', '-3'], '--steps'),
                  (self.train(self.data) + ['--workers', '0'], '--workers')]
-        for bad in ('0', '-1', 'nan', 'inf', 'fast'):
+        for bad in ('0', '-1', 'nan', 'inf', 'fast'):  # one parser checks every float flag
             cases.append((self.train(self.data) + ['--lr', bad], '--lr'))
+        for bad in ('0', 'nan'):
             cases.append((sample + ['--temperature', bad], '--temperature'))
             cases.append((sample + ['--temp-end', bad], '--temp-end'))
         cases += [(['fly'], "invalid choice: 'fly'"),
