@@ -39,7 +39,7 @@ FORMAT, VERSION = 'microdiffusion checkpoint', 2  # version 2 added p(length), "
 MODEL_FIELDS = ('model', 'n_embd', 'n_head', 'n_layer', 'block_size', 'denoiser', 'mlp_hidden')
 # What the lab takes on, checked before any work: past these a pure-Python run needs days or
 # gigabytes. A data file (names.txt is 0.2 MB); a model's weights; one name's attention scores,
-# n_layer · n_head · block_size², each ~400 bytes of a training step's graph (2 million: 0.8 GB).
+# n_layer · n_head · block_size², ~450 bytes each of a training step's graph (2 million: 0.9 GB).
 MAX_DATA, MAX_PARAMS, MAX_SCORES, MAX_HISTORY = 16 * 2**20, 200_000, 2_000_000, 100_000
 # The largest checkpoint: the weights and Adam's two moments, 3 x 200,000 numbers of at most
 # 26 characters, and 100,000 history rows of at most 130: 29 MB, and room for the rest.
