@@ -662,8 +662,11 @@ def sample_report(samples, train_names, held_out, block_size):
     """Lines describing sampled names against the data: new, unique, length."""
     train, held, data = set(train_names), set(held_out), train_names + held_out
     new = [s for s in samples if s not in train]
-    counts = [collections.Counter(map(len, names)) for names in (samples, data)]
-    mine, theirs = ([c[n] / sum(c.values()) for n in range(block_size + 1)] for c in counts)
+
+    def histogram(names):
+        counts = collections.Counter(map(len, names))
+        return [counts[length] / len(names) for length in range(block_size + 1)]
+    mine, theirs = histogram(samples), histogram(data)
     tv = sum(abs(a - b) for a, b in zip(mine, theirs)) / 2
     return [f'{len(samples)} names: {len(new) / len(samples):.1%} new (not in the training data; '
             f'{sum(1 for s in new if s in held)} of them are held-out real names), '
@@ -1117,11 +1120,12 @@ def run_eval(args):
         if not held_out:
             raise UserError(f'{args.checkpoint}: nothing of its data was held out; pass --data')
         sets = [(f'{os.path.basename(path)} validation split', held_out)]
+    vocabulary = set(model.tok.chars)
     for label, names in sets:
-        unknown = ''.join(sorted(set(''.join(names)) - set(model.tok.chars)))
-        if unknown:
-            raise UserError(f"{label}: {unknown!r} are not in the model's vocabulary, so names "
-                            'holding them have probability 0')
+        for name in names:
+            if not set(name) <= vocabulary:
+                raise UserError(f'{label}: {name!r} has {"".join(sorted(set(name) - vocabulary))!r}'
+                                ", which the model's vocabulary lacks, so its probability is 0")
     # '±', or '+/-' where stdout's encoding has none (PYTHONIOENCODING=ascii)
     plus_minus = '±' if '±'.encode(sys.stdout.encoding or 'ascii', 'replace') != b'?' else '+/-'
     everything, all_estimates = [], []
