@@ -23,7 +23,7 @@ import threading
 import time
 import unicodedata
 from dataclasses import asdict
-from xml.sax.saxutils import escape
+from html import escape
 
 import microdiffusion as md
 from value import Value, topological_order
@@ -37,11 +37,13 @@ DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'names.t
 DEFAULT_CHECKPOINT = 'model.json'
 FORMAT, VERSION = 'microdiffusion checkpoint', 2  # version 2 added p(length), "lengths"
 MODEL_FIELDS = ('model', 'n_embd', 'n_head', 'n_layer', 'block_size', 'denoiser', 'mlp_hidden')
-# What the lab reads, checked before any work: past these a pure-Python run takes days or
-# gigabytes. The largest checkpoint: the largest model and Adam's two moments, 25 characters a
-# number, and the longest history.
-MAX_PARAMS, MAX_HISTORY, MAX_DATA = 200_000, 100_000, 16 * 2**20
-MAX_CHECKPOINT = 3 * MAX_PARAMS * 25 + MAX_HISTORY * 100 + 2**20
+# What the lab takes on, checked before any work: past these a pure-Python run needs days or
+# gigabytes. A data file (names.txt is 0.2 MB); a model's weights; one name's attention scores,
+# n_layer · n_head · block_size², ~450 bytes each of a training step's graph (2 million: 0.9 GB).
+MAX_DATA, MAX_PARAMS, MAX_SCORES, MAX_HISTORY = 16 * 2**20, 200_000, 2_000_000, 100_000
+# The largest checkpoint: the weights and Adam's two moments, 3 x 200,000 numbers of at most
+# 26 characters, and 100,000 history rows of at most 130: 29 MB, and room for the rest.
+MAX_CHECKPOINT = 32 * 2**20
 
 # What every setting may be, on the command line and in a checkpoint alike: (int, low, high)
 # inclusive, (float, low, high) strictly between, bool, or the words allowed.
@@ -61,12 +63,28 @@ SAMPLING_LIMITS = {'steps': (int, 1, 10**6), 'temp_start': (float, 0, 100),
 
 
 def fits(value, rule):
+    """Whether a value obeys a rule of LIMITS."""
     if rule is bool or isinstance(rule[0], str):
         return type(value) is bool if rule is bool else value in rule
     kind, low, high = rule
     if kind is int:
         return type(value) is int and low <= value <= high
     return type(value) in (int, float) and math.isfinite(value) and low < value < high
+
+
+def numbers(xs, most):
+    """Whether xs are all finite numbers of at most `most` in size."""
+    return all(type(x) in (int, float) and -most <= x <= most for x in xs)
+
+
+def too_large(cfg, vocab_size):
+    """What puts a model past the lab's limits, or None."""
+    shapes = md.DENOISERS[cfg.denoiser][0](cfg, vocab_size)
+    if sum(rows * columns for rows, columns in shapes.values()) > MAX_PARAMS:
+        return f'more than {MAX_PARAMS:,} parameters'
+    if cfg.denoiser == 'transformer' and cfg.n_layer * cfg.n_head * cfg.block_size**2 > MAX_SCORES:
+        return f'more than {MAX_SCORES:,} attention scores a name (layers x heads x block²)'
+    return None
 
 
 class UserError(Exception):
@@ -93,10 +111,15 @@ def out(text):
     except UnicodeEncodeError as e:
         raise UserError(f'stdout cannot show {e.object[e.start:e.end]!r} in its encoding, '
                         f'{e.encoding}; set PYTHONIOENCODING=utf-8') from None
+    except BrokenPipeError:  # the reader left (`| head`): main ends quietly
+        raise
     except OSError as e:
-        if isinstance(e, BrokenPipeError):
-            raise
         raise UserError(f'stdout cannot be written ({e.strerror or e})') from None
+
+
+def on_terminal():
+    """Whether stderr is a terminal that can redraw in place (TERM=dumb cannot)."""
+    return sys.stderr.isatty() and os.environ.get('TERM') != 'dumb'
 
 
 # --- Data ------------------------------------------------------------------------------------
@@ -106,34 +129,31 @@ def read_file(path, what, limit=MAX_DATA):
     try:
         with open(path, 'rb') as f:
             raw = f.read(limit + 1)
-    except FileNotFoundError:
-        raise UserError(f'{path}: no such file; give {what}') from None
-    except IsADirectoryError:
-        raise UserError(f'{path}: is a folder; give {what}') from None
     except OSError as e:
-        raise UserError(f'{path}: cannot be read ({e.strerror})') from None
+        reason = ('no such file' if isinstance(e, FileNotFoundError) else 'is a folder' if
+                  isinstance(e, IsADirectoryError) else f'cannot be read ({e.strerror})')
+        raise UserError(f'{path}: {reason}; give {what}') from None
     if len(raw) > limit:
-        raise UserError(f'{path}: is larger than {limit / 2**20:g} MB, more than the lab reads')
+        raise UserError(f'{path}: is larger than {limit // 2**20} MB, more than the lab reads')
     return raw
 
 
 def read_names(path, longest=LIMITS['block_size'][2] - 1):
-    """The names in a UTF-8 file, one per line (\\n, \\r\\n or a lone \\r), stripped; blank lines
-    are skipped and a byte-order mark is never part of a name. Every problem is a UserError."""
-    names = []
-    for number, line in enumerate(re.split(rb'\r\n|\r|\n', read_file(
-            path, 'a text file with one name per line')), start=1):
+    """The names in a UTF-8 file, one a line (\\n, \\r\\n or \\r), stripped, blank lines skipped,
+    a byte-order mark never part of a name. Every problem is a UserError."""
+    names, raw = [], read_file(path, 'a text file with one name per line')
+    for number, line in enumerate(re.split(rb'\r\n|\r|\n', raw), start=1):
         try:
             name = line.decode('utf-8').replace('\ufeff', '').strip()
         except UnicodeDecodeError:
             raise UserError(f'{path}, line {number}: is not UTF-8 text; save it as UTF-8') from None
+        shown = name if len(name) <= 30 else name[:27] + '...'
         if len(name) > longest:
-            shown = name if len(name) <= 30 else name[:27] + '...'
             raise UserError(f'{path}, line {number}: {shown!r} has {len(name)} characters, more '
                             f'than the {longest} a name can have; shorten or remove it')
         if any(unsafe(c, '\t') for c in name):
             raise UserError(f'{path}, line {number}: holds a control character, not text (is '
-                            'it UTF-16?); save it as UTF-8 text')
+                            'it UTF-16?); save it as UTF-8')
         names += [name] if name else []
     if not names:
         raise UserError(f'{path}: has no names (it is empty or only blank lines)')
@@ -141,8 +161,7 @@ def read_names(path, longest=LIMITS['block_size'][2] - 1):
 
 
 def unsafe(char, allowed):
-    """A control character (but those allowed) or half a surrogate pair: it would upset a
-    terminal or a file."""
+    """A control character (but those allowed) or half a surrogate pair: unfit to print."""
     return char not in allowed and unicodedata.category(char) in ('Cc', 'Cs')
 
 
@@ -181,22 +200,17 @@ CPUS = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.
 TRAIN_PROCESSES = 1 if sys.implementation.name == 'pypy' else CPUS  # PyPy pickles slowly
 
 
-def processes(requested):
-    """As many processes as asked, but one under a debugger (pdb, an IDE's, or on 3.12+
-    sys.monitoring's): a breakpoint in a worker would fire where nobody is watching."""
-    monitoring = getattr(sys, 'monitoring', None)
-    if requested > 1 and (sys.gettrace() is not None or (
-            monitoring is not None and monitoring.get_tool(monitoring.DEBUGGER_ID) is not None)):
-        say('a debugger is attached: running in this one process')
-        return 1
-    return requested
-
-
 class Workers:
-    """Maps a function over jobs, in order, in n processes (n = 1: in this one, no pool). Every
-    job carries its own inputs and random seed, so results never depend on n."""
+    """Shares of work done in order in n processes (1: in this one, no pool), one under a
+    debugger (a worker's breakpoint would fire unseen). A share carries its inputs and random
+    seeds, so results never depend on n."""
 
     def __init__(self, n):
+        monitoring = getattr(sys, 'monitoring', None)  # 3.12's debuggers
+        if n > 1 and (sys.gettrace() is not None or (monitoring is not None and
+                      monitoring.get_tool(monitoring.DEBUGGER_ID) is not None)):
+            say('a debugger is attached: running in this one process')
+            n = 1
         self.n, self.pool = n, None
 
     def __enter__(self):
@@ -209,16 +223,17 @@ class Workers:
             self.pool.terminate()
             self.pool.join()
 
-    def map(self, fn, jobs, stop=lambda: 0):
-        """fn(job) for each job, in order, with at most two jobs a process in flight, so memory
-        stays flat however many there are; raises Interrupted while waiting if stop() says so."""
+    def map(self, kind, model, shares, stop=lambda: 0):
+        """_job((kind, model, share)) for each share, in order, at most two a process in flight
+        (memory stays flat however many); raises Interrupted while waiting if stop() says so."""
+        jobs = ((kind, model, share) for share in shares)
         if not self.pool:
-            yield from map(fn, jobs)
+            yield from map(_job, jobs)
             return
-        pending, jobs = collections.deque(), iter(jobs)
+        pending = collections.deque()
         while True:
             for job in jobs:
-                pending.append(self.pool.apply_async(fn, (job,)))
+                pending.append(self.pool.apply_async(_job, (job,)))
                 if len(pending) >= 2 * self.n:
                     break
             if not pending:
@@ -232,8 +247,7 @@ class Workers:
 
 
 def _start_worker(parent):
-    """A worker leaves signals to the main process, and ends within a second of its death,
-    however it died."""
+    """A worker leaves signals to the main process, and ends within a second of its death."""
     for number in STOP_SIGNALS:  # not the main process's handlers
         signal.signal(number, signal.SIG_IGN if number == signal.SIGINT else signal.SIG_DFL)
     without_cycle_collector()
@@ -268,16 +282,10 @@ def _local(model):
     replica, values = _replicas[key]
     replica.lengths = model.lengths
     for name, rows in model.params.items():
-        for row, numbers in zip(replica.params[name], rows):
-            for p, x in zip(row, numbers):
+        for row, floats in zip(replica.params[name], rows):
+            for p, x in zip(row, floats):
                 p.data = x
     return replica, values
-
-
-def _gradient_job(job):
-    model, items = job
-    model, values = _local(model)
-    return [md.name_gradient(model, values, item) for item in items]
 
 
 # How a name is scored: an estimate of the NELBO, or an exact -log p in one order.
@@ -286,26 +294,25 @@ ESTIMATES = {'random orders': md.nelbo, 'one pass': md.nelbo_one_pass,
              'gpt': lambda model, tokens, rng: md.gpt_loss(model, tokens)}
 
 
-def _nelbo_job(job):
-    model, items, kind = job
+def _job(job):
+    """A share of names' gradients, samples or scores (see ESTIMATES), here or in a worker."""
+    kind, model, items = job
+    if kind == 'gradients':
+        model, values = _local(model)
+        return [md.name_gradient(model, values, item) for item in items]
+    if kind == 'samples':  # items: (seed, how, a list to trace the steps in or None)
+        return [(model.tok.decode(md.sample_tokens(model, random.Random(seed), how, trace)),
+                 trace) for seed, how, trace in items]
     return [ESTIMATES[kind](model, tokens, random.Random(seed)) for tokens, seed in items]
-
-
-def _sample_job(job):
-    model, how, seeds, want_trace = job
-    traces = [[] if want_trace else None for _ in seeds]
-    return [(model.tok.decode(md.sample_tokens(model, random.Random(seed), how, trace)), trace)
-            for seed, trace in zip(seeds, traces)]
 
 
 def gradients_from(workers, model, stop):
     """train_step's gradients(items): shares of at most 8 names, on the model's own Values
     in this process or on copies in the workers, stopping between names if stop() says so."""
     def gradients(items):
-        source = model if workers.n == 1 else model.frozen()
         size = min(8, -(-len(items) // workers.n))
-        jobs = [(source, items[i:i + size]) for i in range(0, len(items), size)]
-        for share in workers.map(_gradient_job, jobs, stop):
+        for share in workers.map('gradients', model if workers.n == 1 else model.frozen(),
+                                 [items[i:i + size] for i in range(0, len(items), size)], stop):
             for result in share:
                 if stop():
                     raise Interrupted(stop())
@@ -313,65 +320,52 @@ def gradients_from(workers, model, stop):
     return gradients
 
 
-def nelbo_estimates(model, names, seed, workers, kind='random orders', on_progress=None):
+def nelbo_estimates(model, names, seed, workers, kind='random orders', progress=None):
     """Each name's score in nats (see ESTIMATES), each from its own seeded random generator,
-    in jobs of at most 50 names, so that progress shows however many there are."""
-    rng, frozen = random.Random(f'{seed}:nelbo'), model.frozen()
+    in shares of at most 50 names, so that progress shows however many there are."""
+    rng, estimates = random.Random(f'{seed}:nelbo'), []
     items = [(model.encode(name), rng.getrandbits(64)) for name in names]
-    size, estimates = max(1, min(50, len(items) // 10)), []
-    jobs = ((frozen, items[i:i + size], kind) for i in range(0, len(items), size))
-    for share in workers.map(_nelbo_job, jobs):
+    size = max(1, min(50, len(items) // 10))
+    for share in workers.map(kind, model.frozen(),
+                             (items[i:i + size] for i in range(0, len(items), size))):
         estimates += share
-        if on_progress:
-            on_progress(len(estimates))
+        if progress:
+            progress.update(len(estimates))
     return estimates
 
 
-def sample_names(model, n, seed, how, workers, want_trace=False):
+def sample_names(model, n, seed, how, workers, trace=False):
     """n (name, trace) pairs, streamed as they are made: the same names as md.sample()."""
     rng, frozen = random.Random(f'{seed}:sample'), model.frozen()
     if how.pattern and how.pattern[1] is not None and model.lengths:  # once, not per name
         how.lengths = md.pattern_lengths(frozen, *how.pattern)
-    jobs = ((frozen, how, [rng.getrandbits(64) for _ in range(min(4, n - i))], want_trace)
-            for i in range(0, n, 4))
-    for share in workers.map(_sample_job, jobs):
+    shares = ([(rng.getrandbits(64), how, [] if trace else None) for _ in range(min(4, n - i))]
+              for i in range(0, n, 4))
+    for share in workers.map('samples', frozen, shares):
         yield from share
 
 
 # --- Training in the lab: the algorithm's step, with signals, validation, progress, saving ---
 
-class Signals:
-    """While active, Ctrl-C, SIGTERM and SIGHUP only note the signal; calling the object gives
-    its number (0 if none came), so training can stop at a safe place."""
-
-    def __enter__(self):
-        self.received = 0
-        self.previous = {n: signal.signal(n, self.note) for n in STOP_SIGNALS}
-        return self
-
-    def note(self, number, frame):
-        self.received = self.received or number
-
-    def __call__(self):
-        return self.received
-
-    def __exit__(self, *exc):
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
+@contextlib.contextmanager
+def handling(numbers, handler):
+    """Within it, these signals go to handler; after it, to whatever had them before."""
+    previous = {number: signal.signal(number, handler) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, before in previous.items():
+            signal.signal(number, before)
 
 
 def run_training(model, train_names, val_names, data_fingerprint, checkpoint, workers,
                  state=None, stop_after=None, stop=lambda: 0, data=None):
-    """Train model.params in place up to model.cfg.steps (continuing from `state`), showing
-    progress and saving the checkpoint at every validation and at the end.
-
-    Once stop() names a signal (see Signals), the step under way is abandoned (Adam untouched),
-    the last finished one saved, and Interrupted raised. A loss that is not finite raises
-    UserError, the checkpoint left as it was. stop_after (tests) ends the run early, saved.
-    """
+    """Train model.params in place up to model.cfg.steps (continuing from `state`), saving the
+    checkpoint at every validation and at the end. Once stop() names a signal, the step under
+    way is dropped (Adam untouched), the last one saved, and Interrupted raised; a loss that is
+    not finite raises UserError, the checkpoint as it was. stop_after (tests) ends it early."""
     cfg, adam = model.cfg, md.Adam(md.flatten(model.params), model.cfg)
-    step, saved_at = 0, None  # saved_at: the step the checkpoint on disk holds
-    smooth, weight, history = 0.0, 0.0, []
+    step, saved_at, smooth, weight, history = 0, None, 0.0, 0.0, []  # saved_at: on disk
     if state:
         step = saved_at = state['step']
         adam.t, adam.m, adam.v = state['adam_t'], state['adam_m'], state['adam_v']
@@ -386,21 +380,26 @@ def run_training(model, train_names, val_names, data_fingerprint, checkpoint, wo
               (f'loss(t>={cfg.t_min:g})', 'val NELBO ~'))
 
     def save():
-        training = {'step': step, 'settings': asdict(cfg), 'data_fingerprint': data_fingerprint,
-                    'data': data, 'adam_t': adam.t, 'adam_m': adam.m, 'adam_v': adam.v,
-                    'history': history, 'smoothed': [smooth, weight]}
         try:
-            save_checkpoint(checkpoint, model, training)
+            save_checkpoint(checkpoint, model, {
+                'step': step, 'settings': asdict(cfg), 'data_fingerprint': data_fingerprint,
+                'data': data, 'adam_t': adam.t, 'adam_m': adam.m, 'adam_v': adam.v,
+                'history': history, 'smoothed': [smooth, weight]})
         except OSError as e:
             kept = 'nothing was saved' if saved_at is None else f'it still holds step {saved_at}'
-            raise UserError(f'{checkpoint}: could not save step {step} '
-                            f'({e.strerror or e}); {kept}') from None
+            raise UserError(f'{checkpoint}: could not save step {step} ({e.strerror or e}); '
+                            f'{kept}') from None
 
-    gradients = gradients_from(workers, model, stop)
     try:
         while step < cfg.steps and step != stop_after and not stop():
             try:
-                loss = md.train_step(model, adam, batches.at(step), step, gradients)
+                loss = md.train_step(model, adam, batches.at(step), step,
+                                     gradients_from(workers, model, stop))
+                done = step + 1
+                validated = val_names and (done % cfg.val_every == 0 or done == cfg.steps)
+                if validated:  # one pass a name, always the same seed: only the model changes
+                    val = statistics.fmean(nelbo_estimates(model, val_names, 0, workers, (
+                        'gpt' if cfg.model == 'gpt' else 'one pass')))
             except Interrupted:
                 break
             except ArithmeticError as e:
@@ -409,9 +408,6 @@ def run_training(model, train_names, val_names, data_fingerprint, checkpoint, wo
                                 f'{kept}; try a smaller --lr') from None
             step += 1
             smooth, weight = 0.98 * smooth + 0.02 * loss, 0.98 * weight + 0.02
-            validated = val_names and (step % cfg.val_every == 0 or step == cfg.steps)
-            if validated:
-                val = statistics.fmean(validation(model, val_names, workers))
             if validated or step % max(1, cfg.steps // 400) == 0 or step == cfg.steps:
                 history.append([step, loss, smooth / weight, val if validated else None,
                                 round(time.perf_counter() - began, 3)])
@@ -429,26 +425,17 @@ def run_training(model, train_names, val_names, data_fingerprint, checkpoint, wo
     return history
 
 
-def validation(model, names, workers):
-    """One-pass NELBO estimates of held-out names, always with the same seed, so successive
-    validations differ only because the model changed."""
-    try:
-        return nelbo_estimates(model, names, 0, workers,
-                               'gpt' if model.cfg.model == 'gpt' else 'one pass')
-    except ArithmeticError as e:
-        raise UserError(f'validation overflowed ({e}); try a smaller --lr') from None
-
-
 class Progress:
     """One status line on stderr: how far, the caller's figures, the speed and the time left.
-    Rewritten in place on a terminal; on a pipe, a line at every tenth."""
+    Rewritten in place on a terminal; elsewhere, a line at every tenth and every minute."""
 
     def __init__(self, total, unit, start=0):
         self.total, self.unit, self.start = total, unit, start
-        self.live, self.shown, self.began = sys.stderr.isatty(), False, time.perf_counter()
+        self.live, self.shown, self.began, self.said = on_terminal(), False, time.perf_counter(), 0
 
     def update(self, done, detail='', force=False):
-        speed = (done - self.start) / max(time.perf_counter() - self.began, 1e-9)
+        now = time.perf_counter()
+        speed = (done - self.start) / max(now - self.began, 1e-9)
         left = int((self.total - done) / max(speed, 1e-9))
         line = (f'{self.unit} {done}/{self.total}  {detail}{"  " if detail else ""}{speed:.1f} '
                 f'{self.unit}s/s  {f"{left // 60}m{left % 60:02d}s" if left >= 60 else f"{left}s"}'
@@ -456,7 +443,9 @@ class Progress:
         if self.live:
             self.shown = True
             say('\r' + line + '\033[K', end='')
-        elif force or done == self.total or done % max(1, self.total // 10) == 0:
+        elif force or done == self.total or done % max(1, self.total // 10) == 0 or \
+                now - max(self.said, self.began) >= 60:
+            self.said = now
             say(line)
 
     def finish(self):
@@ -478,23 +467,30 @@ def save_checkpoint(path, model, training=None):
     write_atomic(path, json.dumps(doc, allow_nan=False))
 
 
-def write_atomic(path, text):
+def write_atomic(path, text, flag=None):
     """Write a temporary file beside the target, then rename it over the target: a crash at
     any moment leaves the old file or the new one, never half of one. A symlink is followed
-    (its target replaced, the link kept), and an existing file keeps its mode."""
+    (its target replaced, the link kept); an existing file keeps its mode. With a flag (a
+    picture's, written after the work), a failure is a UserError that says so."""
     target = os.path.realpath(path)
-    mode = os.stat(target).st_mode & 0o7777 if os.path.exists(target) else 0o644
-    fd, tmp = temporary_beside(target)
     try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        mode = os.stat(target).st_mode & 0o7777 if os.path.exists(target) else 0o644
+        fd, tmp = temporary_beside(target)
+        try:
+            with os.fdopen(fd, 'w', encoding='utf-8') as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as e:
+        if flag is None:
+            raise
+        raise UserError(f'{flag} {path}: could not be written ({e.strerror or e}); the rest '
+                        'of the work is done') from None
 
 
 def temporary_beside(target):
@@ -502,51 +498,54 @@ def temporary_beside(target):
                             prefix='.' + os.path.basename(target) + '.', suffix='.tmp')
 
 
-def check_writable(path, flag='--checkpoint', noun='checkpoint'):
-    """Fail now, not after an hour of training, unless path names a file in a folder we may
-    write, and what is there already is a regular file that is not read-only."""
-    if not path or path.endswith(('/', os.sep)):
-        raise UserError(f'{flag} {path!r}: give a file name for the {noun}')
-    target = os.path.realpath(path)
-    if os.path.isdir(target):
-        raise UserError(f'{path}: is a folder; give a file name for the {noun}')
-    if os.path.exists(target) and not os.path.isfile(target):
-        raise UserError(f'{path}: is not a regular file; give a file name for the {noun}')
-    if os.path.exists(target) and not os.stat(target).st_mode & 0o222:
-        raise UserError(f'{path}: is read-only; make it writable or choose another {flag}')
-    try:  # the very temporary name write_atomic will use: a name too long fails here
-        fd, tmp = temporary_beside(target)
-    except OSError as e:
-        raise UserError(f'{path}: cannot write a {noun} there ({e.strerror}); '
-                        f'choose another {flag}') from None
-    os.close(fd)
-    os.unlink(tmp)
-
-
-def check_paths(outputs, inputs=()):
-    """Before any work, refuse an output that is another output or an input, by whatever name:
-    each a (flag, path) pair, path None where the flag was not given."""
-    seen = []
-    for is_output, (flag, path) in [(False, i) for i in inputs] + [(True, o) for o in outputs]:
-        for other, other_path in [(f, p) for f, p in seen if path and is_output]:
-            if os.path.realpath(path) == os.path.realpath(other_path):
+def check_outputs(outputs, inputs=()):
+    """Before any work: no output (flag, path) the same file as another or as an input, by any
+    name; each one a file we may write, replacing nothing but a checkpoint or a picture."""
+    seen = [(flag, path) for flag, path in inputs if path is not None]
+    for flag, path in [(flag, path) for flag, path in outputs if path is not None]:
+        for other, other_path in seen:
+            if os.path.realpath(path) == os.path.realpath(other_path) or (os.path.exists(
+                    path) and os.path.exists(other_path) and os.path.samefile(path, other_path)):
                 raise UserError(f'{flag} {path}: is the same file as {other} {other_path}; '
                                 f'choose another {flag}')
-        seen += [(flag, path)] if path else []
+        seen.append((flag, path))
+        noun, target = 'checkpoint' if flag == '--checkpoint' else 'picture', os.path.realpath(path)
+        there = os.path.exists(target)
+        problem = ('is a folder' if path.endswith(('/', os.sep)) or os.path.isdir(target) else
+                   'is not a regular file' if there and not os.path.isfile(target) else None)
+        if problem:
+            raise UserError(f'{flag} {path}: {problem}; give a file name for the {noun}')
+        if there and not os.stat(target).st_mode & 0o222:
+            raise UserError(f'{flag} {path}: is read-only; make it writable or choose another '
+                            f'{flag}')
+        try:
+            with open(target if there else os.devnull, 'rb') as f:
+                head = f.read(64).lstrip()  # what is there: never replace data or a document
+            fd, tmp = temporary_beside(target)  # write_atomic's very name: too long fails here
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as e:
+            raise UserError(f'{flag} {path}: cannot write a {noun} there ({e.strerror}); '
+                            f'choose another {flag}') from None
+        if head and not head.startswith(b'{' if noun == 'checkpoint' else b'<'):
+            raise UserError(f'{flag} {path}: holds something other than a {noun}; choose '
+                            f'another {flag}, or remove it first')
 
 
 @contextlib.contextmanager
 def one_writer(checkpoint):
-    """A lock beside the checkpoint while training writes it, so that a second run on the same
-    file is refused while the first lives. The system drops the lock of a process that dies,
-    so one left by a killed run never blocks."""
+    """A lock beside the checkpoint while training writes it: a second run on the same file is
+    refused while the first lives. A process's lock ends with it: a killed run's never blocks."""
     if fcntl is None:
         yield
         return
     target = os.path.realpath(checkpoint)
     path = os.path.join(os.path.dirname(target), '.' + os.path.basename(target) + '.lock')
     while True:
-        lock = open(path, 'a')
+        try:
+            lock = open(path, 'a')
+        except OSError as e:
+            raise UserError(f'{path}: cannot lock {checkpoint} ({e.strerror})') from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -564,48 +563,46 @@ def one_writer(checkpoint):
         lock.close()
 
 
-def load_checkpoint(path, resuming=False):
-    """(model, the training section or None), everything sample and eval use checked before it
-    is used; what only --resume needs is checked when resuming."""
-    if not os.path.exists(path):
-        raise UserError(f'{path}: no such checkpoint; train one first '
-                        '(python microdiffusion.py train) or pass --checkpoint')
+def load_checkpoint(path, resuming=False, flag='--checkpoint'):
+    """(model, the training section or None): what sample and eval use is checked here, and
+    what only --resume needs when resuming."""
     if not os.path.isfile(path):
-        raise UserError(f'{path}: is not a regular file, so not a checkpoint')
-    try:
-        text = read_file(path, 'a checkpoint', MAX_CHECKPOINT).decode('utf-8')
-        doc = json.loads(text, parse_constant=not_a_number(path))
-    except UnicodeDecodeError as e:
-        raise UserError(f'{path}: cannot be read as a checkpoint ({e})') from None
-    except (ValueError, RecursionError) as e:  # bad JSON, a 5,000-digit number, deep nesting
-        reason = 'nested too deeply' if isinstance(e, RecursionError) else str(e)[:80]
-        raise UserError(f'{path}: is not a microdiffusion checkpoint (not JSON: {reason})') \
-            from None
+        raise UserError(f'{flag} {path}: ' + ('is not a regular file, so not a checkpoint' if
+                        os.path.exists(path) else 'no such checkpoint; train one first '
+                        '(python microdiffusion.py train) or give another'))
 
     def need(condition, what):
         if not condition:
             raise UserError(f'{path}: not a valid microdiffusion checkpoint ({what})')
 
+    def reject(constant):  # NaN or Infinity
+        raise UserError(f'{path}: holds {constant}, not a finite number; it is damaged')
+    try:
+        doc = json.loads(read_file(path, 'a checkpoint', MAX_CHECKPOINT).decode('utf-8'),
+                         parse_constant=reject)
+    except (ValueError, RecursionError) as e:  # not UTF-8 or JSON, 5,000 digits, deep nesting
+        reason = 'nested too deeply' if isinstance(e, RecursionError) else str(e)[:80]
+        raise UserError(f'{path}: is not a microdiffusion checkpoint (not JSON: {reason})') \
+            from None
     need(isinstance(doc, dict) and doc.get('format', FORMAT) == FORMAT,
          'not a JSON object with "chars", "config" and "params"')
     chars = list(doc['chars']) if isinstance(doc.get('chars'), str) else doc.get('chars')
-    need(isinstance(chars, list) and chars and len(set(chars)) == len(chars) and all(
-        isinstance(c, str) and len(c) == 1 and not unsafe(c, '\t\n') for c in chars),
-        '"chars" must list distinct single characters, no control characters among them')
+    need(isinstance(chars, list) and chars and all(  # names print one a line: no newline
+        isinstance(c, str) and len(c) == 1 and not unsafe(c, '\t') for c in chars)
+        and len(set(chars)) == len(chars),
+        '"chars" must list distinct single characters, no control characters but tab')
     shape, cfg = doc.get('config'), md.Config()
     need(isinstance(shape, dict), 'no "config"')
     for name in MODEL_FIELDS:
         setattr(cfg, name, shape.get(name, getattr(cfg, name)))
-        need(fits(getattr(cfg, name), LIMITS[name]), f'config {name} = {shape.get(name)!r}')
+        need(fits(getattr(cfg, name), LIMITS[name]), f'config {name} = {shape.get(name)!r:.40}')
     cfg.padding = cfg.model == 'diffusion' and 'lengths' not in doc  # older: a --padding model
     need(cfg.n_embd % cfg.n_head == 0,
          f'config: n_embd {cfg.n_embd} is not a multiple of n_head {cfg.n_head}')
     need(cfg.model == 'diffusion' or cfg.denoiser == 'transformer', 'a GPT is the transformer')
     tok = md.Tokenizer(chars)
-    shapes = md.DENOISERS[cfg.denoiser][0](cfg, tok.vocab_size)
-    need(sum(rows * columns for rows, columns in shapes.values()) <= MAX_PARAMS,
-         f'config describes more than {MAX_PARAMS:,} parameters')
-    params = doc.get('params')
+    need(not too_large(cfg, tok.vocab_size), f'config describes {too_large(cfg, tok.vocab_size)}')
+    shapes, params = md.DENOISERS[cfg.denoiser][0](cfg, tok.vocab_size), doc.get('params')
     need(isinstance(params, dict) and set(params) == set(shapes),
          f'"params" must have exactly {", ".join(sorted(shapes))}')
     for name, (n_rows, n_columns) in shapes.items():
@@ -614,10 +611,10 @@ def load_checkpoint(path, resuming=False):
             for row in params[name]), f'{name} should be {n_rows} x {n_columns} finite numbers '
              'of at most 1e6')
     lengths = doc.get('lengths')
-    need(cfg.padding or cfg.model == 'gpt' or isinstance(lengths, list) and
-         len(lengths) == cfg.block_size and numbers(lengths, 1) and min(lengths[1:]) > 0
+    need(cfg.padding or cfg.model == 'gpt' or isinstance(lengths, list) and len(lengths) ==
+         cfg.block_size and numbers(lengths, 1) and lengths[0] == 0 and min(lengths[1:]) > 0
          and abs(sum(lengths) - 1) < 1e-9, f'"lengths" must be {cfg.block_size} probabilities '
-         'that add up to 1, every length from 1 up above 0')
+         'adding up to 1: 0 for the empty name, above 0 for every other length')
     model = md.Model(cfg, tok, {name: [[Value(float(x)) for x in row] for row in rows]
                                 for name, rows in params.items()}, lengths=lengths)
     training = doc.get('training') if isinstance(doc.get('training'), dict) else None
@@ -627,17 +624,6 @@ def load_checkpoint(path, resuming=False):
                  for name in MODEL_FIELDS + ('padding',)),
              '"training" settings disagree with "config"')
     return model, training
-
-
-def not_a_number(path):
-    def reject(constant):  # NaN or Infinity
-        raise UserError(f'{path}: holds {constant}, not a finite number; it is damaged')
-    return reject
-
-
-def numbers(xs, most):
-    """Whether xs are all finite numbers of at most `most` in size."""
-    return all(type(x) in (int, float) and -most <= x <= most for x in xs)
 
 
 def check_training_state(training, n_params, need):
@@ -653,18 +639,17 @@ def check_training_state(training, n_params, need):
     need(not missing, f'"training" settings lack {", ".join(missing)}')
     training['settings'] = settings = {name: settings[name] for name in LIMITS}
     for name, value in settings.items():
-        need(fits(value, LIMITS[name]), f'"training" setting {name} = {value!r} is out of range')
-    step = training.get('step')
-    need(fits(step, (int, 0, settings['steps'])) and fits(training.get('adam_t'), (int, 0, 10**9))
-         and isinstance(training.get('data_fingerprint'), str),
-         '"training" step, adam_t or data_fingerprint is missing or out of range')
-    for key in ('adam_m', 'adam_v'):
-        need(isinstance(training.get(key), list) and len(training[key]) == n_params
-             and numbers(training[key], 1e12), f'"training" {key} must hold {n_params} numbers')
+        need(fits(value, LIMITS[name]), f'"training" setting {name} = {value!r:.40} is out of '
+             'range')
+    step, history = training.get('step'), training.setdefault('history', [])
     smoothed = training.setdefault('smoothed', [0.0, 0.0])  # older checkpoints kept neither
-    need(isinstance(smoothed, list) and len(smoothed) == 2 and numbers(smoothed, 1e12),
-         '"training" smoothed must be [average, weight]')
-    history = training.setdefault('history', [])
+    need(fits(step, (int, 0, settings['steps'])) and fits(training.get('adam_t'), (int, 0, 10**9))
+         and isinstance(training.get('data_fingerprint'), str) and all(
+             isinstance(training.get(key), list) and len(training[key]) == n_params and
+             numbers(training[key], 1e12) for key in ('adam_m', 'adam_v')) and isinstance(
+             smoothed, list) and len(smoothed) == 2 and numbers(smoothed, 1e12),
+         f'"training" needs step, adam_t, data_fingerprint, adam_m and adam_v ({n_params:,} '
+         'numbers each) and smoothed ([average, weight]), each in range')
     need(isinstance(history, list) and len(history) <= MAX_HISTORY and all(
         isinstance(row, list) and len(row) == 5 and fits(row[0], (int, 1, step))
         and numbers(row[1:3] + row[4:] + [x for x in row[3:4] if x is not None], 1e12)
@@ -679,32 +664,30 @@ def sample_report(samples, train_names, held_out, block_size):
     """Lines describing sampled names against the data: new, unique, length."""
     train, held, data = set(train_names), set(held_out), train_names + held_out
     new = [s for s in samples if s not in train]
-    mine, theirs = length_histogram(samples, block_size), length_histogram(data, block_size)
+
+    def histogram(names):
+        counts = collections.Counter(map(len, names))
+        return [counts[length] / len(names) for length in range(block_size + 1)]
+    mine, theirs = histogram(samples), histogram(data)
     tv = sum(abs(a - b) for a, b in zip(mine, theirs)) / 2
-    lines = [f'{len(samples)} names: {len(new) / len(samples):.1%} new (not in the training data; '
-             f'{sum(1 for s in new if s in held)} of them are held-out real names), '
-             f'{len(set(samples)) / len(samples):.1%} unique',
-             f'mean length {statistics.fmean(map(len, samples)):.2f} '
-             f'(data {statistics.fmean(map(len, data)):.2f}), length histogram total variation '
-             f'{tv:.3f}', 'length    data  samples   (each # is 2% of names)']
-    return lines + [f'{length:6d}  {a:6.1%}  {b:6.1%}   {"#" * round(a * 50):<20s}|'
-                    f'{"#" * round(b * 50)}' for length, (a, b) in enumerate(zip(theirs, mine))
-                    if a or b]
-
-
-def length_histogram(names, block_size):
-    counts = collections.Counter(map(len, names))
-    return [counts[length] / len(names) for length in range(block_size + 1)]
+    return [f'{len(samples)} names: {len(new) / len(samples):.1%} new (not in the training data; '
+            f'{sum(1 for s in new if s in held)} of them are held-out real names), '
+            f'{len(set(samples)) / len(samples):.1%} unique',
+            f'mean length {statistics.fmean(map(len, samples)):.2f} (data '
+            f'{statistics.fmean(map(len, data)):.2f}), length histogram total variation {tv:.3f}',
+            'length    data  samples   (each # is 2% of names)'] + [
+        f'{length:6d}  {a:6.1%}  {b:6.1%}   {"#" * round(a * 50):<20s}|{"#" * round(b * 50)}'
+        for length, (a, b) in enumerate(zip(theirs, mine)) if a or b]
 
 
 def score_line(model, names, label, workers):
-    """The mean score of names under a model that did not make them: exact -log p for a GPT,
-    the NELBO for diffusion; names it cannot hold are left out and counted."""
+    """The mean score of names under a model that did not make them (a GPT's exact -log p, or
+    the NELBO); names it cannot hold are left out and counted."""
     fit = [n for n in names if len(n) <= model.cfg.longest() and set(n) <= set(model.tok.chars)]
     if not fit:
         return f'{label}: none it can score'
-    kind = 'gpt' if model.cfg.model == 'gpt' else 'random orders'
-    mean = statistics.fmean(nelbo_estimates(model, fit, 0, workers, kind))
+    mean = statistics.fmean(nelbo_estimates(model, fit, 0, workers, 'gpt' if model.cfg.model
+                                            == 'gpt' else 'random orders'))
     left_out = f' ({len(names) - len(fit)} it cannot hold left out)' * (len(fit) < len(names))
     return f'{label} {mean:.2f} nats/name{left_out}'
 
@@ -751,7 +734,7 @@ def curve_svg(history):
 
 def frames(trace, tok, size, start=()):
     """A name's states as pictures show them, from `start` (a pattern's fixed beginning, blanks
-    after it) through each step of its trace, all on `size` positions: whatever follows the
+    after it) through each step of its trace, all on `size` positions; whatever follows the
     first PAD is not part of the name, so it is drawn as PAD."""
     states = [list(start) + [tok.MASK] * (size - len(start))] + [t for *_, t in trace]
     ends = [state.index(tok.PAD) if tok.PAD in state else len(state) for state in states]
@@ -775,31 +758,30 @@ def reverse_svg(rows, tok, seconds_per_frame=0.25):
         shown = ['hidden', 'visible', 'hidden'][(k == 0):3 - (k == count - 1)]
         groups.append(f'<g visibility="hidden"><animate attributeName="visibility" '
                       f'calcMode="discrete" values="{";".join(shown)}" keyTimes="'
-                      f'{";".join(f"{x:.4g}" for x in times)}" dur="{count * seconds_per_frame:.2f}s" '
-                      f'repeatCount="indefinite"/>{texts}</g>')
+                      f'{";".join(f"{x:.4g}" for x in times)}" '
+                      f'dur="{count * seconds_per_frame:.2f}s" repeatCount="indefinite"/>'
+                      f'{texts}</g>')
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
             f'font-family="monospace" font-size="20" xml:space="preserve">'
             f'<rect width="{width}" height="{height}" fill="white"/>{"".join(groups)}</svg>\n')
 
 
 def animate(block, fps):
-    """Draw a block of rows in place on stderr, frame by frame: each row holds one list of
-    painted frames per model, side by side; a finished row keeps its last frame. SIGTERM and
-    SIGHUP end it as Ctrl-C does, so the terminal is always given back as it was."""
+    """Draw a block of rows in place on stderr, frame by frame, each row one list of painted
+    frames per model side by side, a finished row keeping its last frame. SIGTERM and SIGHUP
+    end it as Ctrl-C does, so the terminal is always given back as it was."""
     def interrupt(number, frame):
         raise KeyboardInterrupt(number)
-    previous = {number: signal.signal(number, interrupt) for number in STOP_SIGNALS[1:]}
-    say('\033[?25l', end='')  # hide the cursor while drawing
-    try:
-        for k in range(max(len(frames) for row in block for frames in row)):
-            say(f'\033[{len(block)}A' * (k > 0) + ''.join(  # back to the block's first line
-                '\r\033[K' + '    '.join(f[min(k, len(f) - 1)] for f in row) + '\n'
-                for row in block), end='')
-            time.sleep(1 / fps)
-    finally:
-        say('\033[0m\033[?25h', end='')  # the terminal as it was
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    with handling(STOP_SIGNALS[1:], interrupt):
+        say('\033[?25l', end='')  # hide the cursor while drawing
+        try:
+            for k in range(max(len(frames) for row in block for frames in row)):
+                say(f'\033[{len(block)}A' * (k > 0) + ''.join(  # back to the block's first line
+                    '\r\033[K' + '    '.join(f[min(k, len(f) - 1)] for f in row) + '\n'
+                    for row in block), end='')
+                time.sleep(1 / fps)
+        finally:
+            say('\033[0m\033[?25h', end='')  # the terminal as it was
 
 
 # --- The command line ------------------------------------------------------------------------
@@ -812,10 +794,14 @@ class Parser(argparse.ArgumentParser):
 
 
 def setting(rule):
-    """An argparse type that reads a number and holds it to a rule of LIMITS."""
-    kind, low, high = rule
-
+    """An argparse type that reads a number and checks it by a rule of LIMITS; or with no rule,
+    a file name, which may not be empty."""
     def parse(text):
+        if rule is None and not text:
+            raise argparse.ArgumentTypeError('give a file name, not an empty one')
+        if rule is None:
+            return text
+        kind, low, high = rule
         try:
             value = kind(text)
         except ValueError:
@@ -832,14 +818,51 @@ def setting(rule):
 
 TRAIN_SETTINGS = ('steps', 'model', 'batch_size', 'lr', 'seed', 'denoiser', 'n_embd', 'n_head',
                   'n_layer', 'block_size', 'mlp_hidden', 'padding')
-SAMPLE_SETTINGS = ('steps', 'temp_start', 'temp_end', 'temperature', 'remask', 'order',
-                   'length')
+SAMPLE_SETTINGS = ('steps', 'temp_start', 'temp_end', 'temperature', 'remask', 'order', 'length')
 # What a left-to-right sampler (GPT's, or --order left-to-right) has no use for: it draws every
 # position, the end too, in order at the one --temperature, not by confidence.
 NOT_LEFT_TO_RIGHT = ('temp_start', 'temp_end', 'remask', 'length')
-HELP = {'block_size': 'the longest name + 1', 'padding': 'the older model: names PAD-filled to '
-        'the block, every PAD erased and predicted', 'pattern': "fixed letters, '_' a letter "
-        "to fill in, one '*' any letters: m_r__, ka*, *lyn, a*a"}
+FILE, SWITCH, SEED = dict(type=setting(None)), dict(action='store_true'), dict(type=int, default=0)
+WORKERS = dict(type=setting((int, 1, 1024)), default=CPUS,
+               help='processes (default: every CPU; results do not depend on it)')
+PADDING = 'the older model: names PAD-filled to the block, every PAD erased and predicted'
+# Each command: what it does, the settings it takes as flags (LIMITS checks them), its own flags
+COMMANDS = {
+    'train': ('train a model and save a checkpoint', TRAIN_SETTINGS, [
+        ('--data', dict(FILE, default=DEFAULT_DATA, help='names, one per line (names.txt)')),
+        ('--curve', dict(FILE, metavar='FILE', help='also the training curve, an SVG picture')),
+        ('--resume', dict(SWITCH, help='continue the run saved in --checkpoint')),
+        ('--workers', dict(WORKERS, default=TRAIN_PROCESSES,
+                           help='processes (default: every CPU; one under PyPy)'))]),
+    'sample': ('print new names from a checkpoint', SAMPLE_SETTINGS, [
+        ('--num', dict(type=setting((int, 1, 10**15)), default=20, help='how many names (20)')),
+        ('--seed', SEED),
+        ('--pattern', dict(help="fixed letters, '_' one to fill in, '*' any: m_r__, ka*, a*a")),
+        ('--trace', dict(SWITCH, help='show each reverse step (stderr)')),
+        ('--stats', dict(SWITCH, help='new, unique and length figures (stderr)')),
+        ('--data', dict(FILE, help="with --stats: the training data (the checkpoint's own)")),
+        ('--animate', dict(SWITCH, help='on a terminal, the names developing (NO_COLOR: plain)')),
+        ('--fps', dict(type=setting((float, 0.01, 10**4)), default=12.0,
+                       help='frames a second for --animate (12)')),
+        ('--compare', dict(FILE, metavar='CHECKPOINT', help='with --animate: this one beside')),
+        ('--svg', dict(FILE, metavar='FILE', help='the first 8 names developing, an SVG picture')),
+        ('--score-with', dict(FILE, metavar='CHECKPOINT',
+                              help='with --stats: the samples scored by this model')),
+        ('--workers', WORKERS)]),
+    'eval': ('negative ELBO of names under a checkpoint', (), [
+        ('--data', dict(FILE, action='append',
+                        help="names (repeatable; the checkpoint's own held-out ones)")),
+        ('--seed', dict(SEED, help='seed of the random orders')),
+        ('--order', dict(choices=('any', 'left-to-right'), default='any',
+                         help='left-to-right: the exact -log p in that one order')),
+        ('--workers', WORKERS)]),
+    'forward': ('show the forward (masking) process on a name', None, [
+        ('name', {}), ('--seed', SEED), ('--padding', dict(SWITCH, help=PADDING)),
+        ('--block-size', dict(type=setting(LIMITS['block_size']), default=md.Config.block_size,
+                              help=f'positions ({md.Config.block_size})'))]),
+    'bench': ('time training steps, forward passes, samples', (), [
+        ('--data', dict(FILE, default=DEFAULT_DATA, help='names to time (names.txt)')),
+        ('--repeats', dict(type=setting((int, 3, 10**6)), default=30, help='timings (30)'))])}
 
 
 def build_parser():
@@ -847,100 +870,77 @@ def build_parser():
                     'pure Python. With no command: train on names.txt, save model.json, print '
                     '20 names.')
     commands = parser.add_subparsers(dest='command', metavar='command')
-    workers = dict(type=setting((int, 1, 1024)), default=CPUS,
-                   help='processes (default: every CPU; results do not depend on it)')
-
-    def command(name, help, settings=(), limits=LIMITS, defaults=md.Config, **more):
-        """A command with its --checkpoint, and one checked flag per setting named."""
-        sub = commands.add_parser(name, help=help, **more)
-        sub.add_argument('--checkpoint', default=DEFAULT_CHECKPOINT,
-                         help='the model file (model.json)')
-        for setting_name in settings:
-            rule, flag = limits[setting_name], '--' + setting_name.replace('_', '-')
-            kind = (dict(action='store_const', const=True) if rule is bool else
-                    dict(choices=rule) if isinstance(rule[0], str) else dict(type=setting(rule)))
-            sub.add_argument(flag, help=HELP.get(setting_name, f'({getattr(defaults, setting_name)})'),
-                             **kind)
-        return sub
-
-    train = command('train', 'train a model and save a checkpoint', TRAIN_SETTINGS)
-    train.add_argument('--data', default=DEFAULT_DATA, help='names, one per line (names.txt)')
-    train.add_argument('--curve', metavar='FILE', help='also write the training curve (the '
-                       'whole run\'s, after a --resume too) as an SVG picture')
-    train.add_argument('--resume', action='store_true',
-                       help='continue the run saved in --checkpoint, exactly where it stopped')
-    train.add_argument('--workers', **dict(workers, default=TRAIN_PROCESSES, help=(
-        'processes (default: every CPU, but one under PyPy, where that is faster)')))
-
-    sample = command('sample', 'print new names from a checkpoint', SAMPLE_SETTINGS,
-                     SAMPLING_LIMITS, md.Sampling, description='A GPT checkpoint, or --order '
-                     'left-to-right, draws one position at a time at --temperature, and refuses '
-                     '--temp-start, --temp-end, --remask and --length.')
-    sample.add_argument('--num', type=setting((int, 1, 10**15)), default=20,
-                        help='how many names (20)')
-    sample.add_argument('--seed', type=int, default=0)
-    sample.add_argument('--pattern', help=HELP['pattern'])
-    sample.add_argument('--trace', action='store_true', help='show each reverse step (stderr)')
-    sample.add_argument('--stats', action='store_true', help='new, unique and length figures '
-                        'against the training data (stderr)')
-    sample.add_argument('--data', help="the training data, for --stats (the checkpoint's own)")
-    sample.add_argument('--animate', action='store_true', help='on a terminal, show the names '
-                        'developing in place on stderr (plain marks where NO_COLOR is set)')
-    sample.add_argument('--fps', type=setting((float, 0.01, 10**4)), default=12.0,
-                        help='frames a second for --animate (12)')
-    sample.add_argument('--compare', metavar='CHECKPOINT',
-                        help='with --animate: this model beside the first, the same seeds')
-    sample.add_argument('--svg', metavar='FILE', help='write the reverse process of the first '
-                        '8 names as an animated SVG picture')
-    sample.add_argument('--score-with', metavar='CHECKPOINT', help='with --stats: the mean '
-                        '-log p (or NELBO) of the samples and of held-out names under this model')
-    sample.add_argument('--workers', **workers)
-
-    evaluate = command('eval', 'negative ELBO of names under a checkpoint')
-    evaluate.add_argument('--data', action='append', help='a file of names (repeatable); '
-                          "default: the validation split of the checkpoint's own data")
-    evaluate.add_argument('--seed', type=int, default=0, help='seed of the random orders')
-    evaluate.add_argument('--order', choices=('any', 'left-to-right'), default='any',
-                          help='any: the NELBO over random orders; left-to-right: the exact '
-                               '-log p of unmasking in that one order (a GPT has only that)')
-    evaluate.add_argument('--workers', **workers)
-
-    forward = commands.add_parser('forward', help='show the forward (masking) process on a name')
-    forward.add_argument('name')
-    forward.add_argument('--seed', type=int, default=0)
-    forward.add_argument('--block-size', type=setting(LIMITS['block_size']),
-                         default=md.Config.block_size, help=f'positions ({md.Config.block_size})')
-    forward.add_argument('--padding', action='store_true', help=HELP['padding'])
-
-    bench = command('bench', 'time training steps, forward passes, samples')
-    bench.add_argument('--data', default=DEFAULT_DATA, help='names to time (names.txt)')
-    bench.add_argument('--repeats', type=setting((int, 3, 10**6)), default=30,
-                       help='timings per figure (30)')
+    for name, (about, settings, flags) in COMMANDS.items():
+        sub = commands.add_parser(name, help=about, description=about[:1].upper() + about[1:] + (
+            '. A GPT, or --order left-to-right, draws one position at a time at --temperature, '
+            'and refuses --temp-start, --temp-end, --remask and --length.' * (name == 'sample')))
+        if settings is not None:  # all but forward read or write a checkpoint
+            sub.add_argument('--checkpoint', **FILE, default=DEFAULT_CHECKPOINT,
+                             help='the model file (model.json)')
+        limits, defaults = (SAMPLING_LIMITS, md.Sampling) if name == 'sample' else (
+            LIMITS, md.Config)
+        for setting_name in settings or ():
+            rule = limits[setting_name]  # an unset flag is None: the default, or the resumed run's
+            options = (dict(action='store_const', const=True, help=PADDING) if rule is bool else
+                       dict(choices=rule) if isinstance(rule[0], str) else dict(type=setting(rule)))
+            sub.add_argument('--' + setting_name.replace('_', '-'),
+                             **{'help': f'({getattr(defaults, setting_name)})', **options})
+        for flag, options in flags:
+            sub.add_argument(flag, **options)
     return parser
 
 
 # --- train -----------------------------------------------------------------------------------
 
 def run_lab(args):
-    """python microdiffusion.py: the whole lab with the defaults."""
-    check_writable(DEFAULT_CHECKPOINT)
-    names = read_names(DEFAULT_DATA, md.Config().longest())
-    model = new_model(md.Config(), names)
-    fit(model, names, None, DEFAULT_CHECKPOINT, TRAIN_PROCESSES, DEFAULT_DATA)
-    say(f'saved {DEFAULT_CHECKPOINT}; 20 new names:')
-    with Workers(processes(min(CPUS, 4))) as workers:
+    """python microdiffusion.py: train on names.txt with the defaults, then print 20 names."""
+    model = run_train(build_parser().parse_args(['train']), '; 20 new names:')
+    with Workers(min(CPUS, 4)) as workers:
         for name, _ in sample_names(model, 20, 0, md.Sampling(), workers):
             out(name)
-    return 0
 
 
-def run_train(args):
-    check_paths([('--checkpoint', args.checkpoint), ('--curve', args.curve)],
-                [('--data', args.data)])
+def run_train(args, then=''):
+    """Train a new model, or continue one (--resume), into --checkpoint; return the model."""
     model, state, names = resumed(args) if args.resume else model_from_flags(args)
-    fit(model, names, state, args.checkpoint, args.workers, args.data, args.curve)
-    say(f'saved {args.checkpoint}')
-    return 0
+    check_outputs([('--checkpoint', args.checkpoint), ('--curve', args.curve)],
+                  [('--data', args.data)])
+    cfg, stops = model.cfg, []  # a signal is only noted: training stops at a safe place
+    train_names, held_out = split_names(names, cfg.val_size)
+    with one_writer(args.checkpoint), Workers(min(args.workers, cfg.batch_size)) as workers, \
+            handling(STOP_SIGNALS, lambda number, frame: stops.append(number)):
+        shape = (f'{cfg.n_layer} layers of {cfg.n_embd}, {cfg.n_head} heads' if
+                 cfg.denoiser == 'transformer' else f'{cfg.mlp_hidden} hidden units')
+        say(f'resuming {args.checkpoint} at step {state["step"]} of {cfg.steps}' if state else
+            f'training a {cfg.model} {cfg.denoiser} ({shape}, {cfg.block_size} positions'
+            f'{", PAD-filled" if model.lengths is None and cfg.model != "gpt" else ""}; '
+            f'{len(md.flatten(model.params)):,} parameters) on {len(train_names):,} names '
+            f'({len(held_out):,} held out) for {cfg.steps} steps of {cfg.batch_size}')
+        try:
+            history = run_training(model, train_names, held_out, fingerprint(train_names),
+                                   args.checkpoint, workers, state, data=os.path.abspath(
+                                       args.data), stop=lambda: stops[0] if stops else 0)
+        except Interrupted as e:
+            raise Interrupted(e.args[0], f'step {e.args[1]} saved in {args.checkpoint}; '
+                              f'continue with "{resume_command(args)}"') from None
+    for line in curve_chart(history):
+        say(line)
+    if args.curve:
+        write_atomic(args.curve, curve_svg(history), '--curve')
+        say(f'saved the training curve in {args.curve}')
+    say(f'saved {args.checkpoint}{then}')
+    return model
+
+
+def resume_command(args):
+    """The command that continues a stopped run, as it runs from this folder."""
+    python = shutil.which(os.path.basename(sys.executable))  # its name, if that finds it
+    python = os.path.basename(python) if python and os.path.samefile(
+        python, sys.executable) else sys.executable
+    script = sys.argv[0] if os.path.basename(sys.argv[0]) == 'microdiffusion.py' else \
+        'microdiffusion.py'
+    return shlex.join([python, script, 'train', '--resume', '--checkpoint', args.checkpoint]
+                      + ['--data', args.data] * (args.data != DEFAULT_DATA))
 
 
 def new_model(cfg, names):
@@ -959,24 +959,19 @@ def model_from_flags(args):
     if cfg.n_embd % cfg.n_head:
         raise UserError(f'--n-embd {cfg.n_embd} must be a multiple of --n-head {cfg.n_head}: '
                         'each head takes n_embd / n_head of the numbers')
-    check_writable(args.checkpoint)
-    if args.curve:
-        check_writable(args.curve, '--curve', 'picture')
+    names = read_names(args.data, *[cfg.longest()] * (args.block_size is not None))
     if args.block_size is None:  # the longest name and its end (or a GPT's start token)
-        names = read_names(args.data)
         cfg.block_size = max(map(len, names)) + 1
-    else:
-        names = read_names(args.data, cfg.longest())
-    shapes = md.DENOISERS[cfg.denoiser][0](cfg, len(set(''.join(names))) + 2)
-    if sum(rows * columns for rows, columns in shapes.values()) > MAX_PARAMS:
-        raise UserError(f'that model would have more than {MAX_PARAMS:,} parameters; choose a '
-                        'smaller --n-embd, --n-layer or --mlp-hidden')
+    problem = too_large(cfg, len(set(''.join(names))) + 2)
+    if problem:
+        raise UserError(f'that model would have {problem}; choose a smaller --n-embd, '
+                        '--n-head, --n-layer or --mlp-hidden, or shorter names')
     return new_model(cfg, names), None, names
 
 
 def resumed(args):
-    """(the checkpoint's model, its training state, the names), the run's settings restored
-    and every flag checked against them."""
+    """(the checkpoint's model, its training state, the names): the run's settings restored,
+    every flag checked against them."""
     model, state = load_checkpoint(args.checkpoint, resuming=True)
     if state is None:
         raise UserError(f'{args.checkpoint}: has no training state to resume from (only a '
@@ -1000,50 +995,7 @@ def resumed(args):
     if state['step'] >= cfg.steps:
         raise UserError(f'{args.checkpoint}: already trained for {cfg.steps} steps; pass '
                         '--steps with a larger total to continue')
-    check_writable(args.checkpoint)
-    if args.curve:
-        check_writable(args.curve, '--curve', 'picture')
     return model, state, names
-
-
-def fit(model, names, state, checkpoint, n_workers, data, curve=None):
-    """Train model (from state, if resuming) on names, saving to checkpoint, with a chart of
-    the run on stderr at the end (and an SVG of it in curve, if given)."""
-    cfg = model.cfg
-    train_names, held_out = split_names(names, cfg.val_size)
-    with one_writer(checkpoint), Signals() as stop, \
-            Workers(processes(min(n_workers, cfg.batch_size))) as workers:
-        if state:
-            say(f'resuming {checkpoint} at step {state["step"]} of {cfg.steps}')
-        else:
-            shape = (f'{cfg.n_layer} layers of {cfg.n_embd}, {cfg.n_head} heads' if
-                     cfg.denoiser == 'transformer' else f'{cfg.mlp_hidden} hidden units')
-            say(f'training a {cfg.model} {cfg.denoiser} ({shape}, {cfg.block_size} positions'
-                f'{", PAD-filled" if model.lengths is None and cfg.model != "gpt" else ""}; '
-                f'{len(md.flatten(model.params)):,} parameters) on {len(train_names):,} names '
-                f'({len(held_out):,} held out) for {cfg.steps} steps of {cfg.batch_size}')
-        try:
-            history = run_training(model, train_names, held_out, fingerprint(train_names),
-                                   checkpoint, workers, state, stop=stop,
-                                   data=os.path.abspath(data))
-        except Interrupted as e:
-            again = ['python', 'microdiffusion.py', 'train', '--resume', '--checkpoint',
-                     checkpoint] + ['--data', data] * (data != DEFAULT_DATA)
-            raise Interrupted(e.args[0], f'step {e.args[1]} saved in {checkpoint}; continue '
-                              f'with "{shlex.join(again)}"') from None
-    for line in curve_chart(history):
-        say(line)
-    if curve:
-        write_picture(curve, curve_svg(history), '--curve')
-        say(f'saved the training curve in {curve}')
-
-
-def write_picture(path, svg, flag):
-    try:
-        write_atomic(path, svg)
-    except OSError as e:
-        raise UserError(f'{flag} {path}: could not be written ({e.strerror or e}); the '
-                        'rest of the work is done') from None
 
 
 # --- sample ----------------------------------------------------------------------------------
@@ -1069,83 +1021,85 @@ def sampling_from(args, model):
 
 
 def run_sample(args):
+    for flag, needs in (('score_with', 'stats'), ('data', 'stats'), ('compare', 'animate')):
+        if getattr(args, flag) is not None and not getattr(args, needs):
+            raise UserError(f'--{flag.replace("_", "-")} is for --{needs}: use it with --{needs}')
+    check_outputs([('--svg', args.svg)], [('--checkpoint', args.checkpoint), ('--data', args.data),
+                                          ('--compare', args.compare),
+                                          ('--score-with', args.score_with)])
     model, state = load_checkpoint(args.checkpoint)
     how = sampling_from(args, model)
-    if args.score_with and not args.stats:
-        raise UserError('--score-with scores the samples for --stats: use it with --stats')
-    if args.compare and not args.animate:
-        raise UserError('--compare draws a second model beside the first: use it with --animate')
-    check_paths([('--svg', args.svg)], [('--checkpoint', args.checkpoint), ('--data', args.data),
-                                        ('--compare', args.compare),
-                                        ('--score-with', args.score_with)])
-    if args.stats:  # read the data first: a bad file should fail before the sampling
+    if args.stats:  # everything read first: a bad file should fail before the sampling
         train_names, held_out, _ = training_split(model, state, args.data, args.checkpoint)
-        scorer = load_checkpoint(args.score_with)[0] if args.score_with else None
-    if args.svg:
-        check_writable(args.svg, '--svg', 'picture')
-    # on a pipe, or on a terminal that cannot draw, exactly as without --animate
-    animating = args.animate and sys.stderr.isatty() and os.environ.get('TERM') != 'dumb'
-    models = [model] + ([load_checkpoint(args.compare)[0]] if args.compare and animating else [])
-    samples, pictured = [], []
-    with Workers(processes(min(args.workers, args.num))) as workers:
+    scorer = args.score_with and load_checkpoint(args.score_with, flag='--score-with')[0]
+    other = args.compare and load_checkpoint(args.compare, flag='--compare')[0]
+    animating = args.animate and on_terminal()  # else exactly as without --animate
+    models = [model] + [other] * bool(animating and other)
+    start, samples, pictured, reader_left = how.pattern[0] if how.pattern else [], [], [], False
+    with Workers(min(args.workers, args.num)) as workers:
         results = zip(*[sample_names(m, args.num, args.seed, how if m is model else md.Sampling(
             temperature=how.temperature, order=how.order), workers,
             bool(args.trace or args.svg or animating)) for m in models])
         for number, ((name, trace), *_) in enumerate(
-                animated(results, models, how, args) if animating else results, start=1):
+                animated(results, models, start, args) if animating else results, start=1):
             if args.trace:
                 say(f'name {number}: reverse process ("{{}}" is MASK, "{{}}" is PAD)'.format(
                     *marks(model.tok)))
                 for i, t, T, tokens in trace:
                     say(f'  step {i:3d}  t={t:.3f}  T={T:.3f}  {show(tokens, model.tok)}')
             if args.svg and len(pictured) < 8:
-                pictured.append(frames(trace, model.tok, model.cfg.block_size, start(how)))
-            out(name)
+                pictured.append(frames(trace, model.tok, model.cfg.block_size, start))
+            try:
+                if not reader_left:
+                    out(name)
+            except BrokenPipeError:  # `| head`: the reader left, but the picture is still made
+                reader_left = True
+            if reader_left and (not args.svg or len(pictured) == min(8, args.num)):
+                break
             samples += [name] * bool(args.stats)
     if args.svg:
-        write_picture(args.svg, reverse_svg(pictured, model.tok), '--svg')
-    if args.stats:
-        for line in sample_report(samples, train_names, held_out, model.cfg.block_size):
-            say(line)
-        if scorer:
-            with Workers(processes(args.workers)) as workers:
-                say(f'scored by {args.score_with}: ' + '; '.join(
-                    score_line(scorer, names, label, workers) for label, names in
-                    (('samples', samples), ('held-out real names', held_out))))
-    return 0
+        write_atomic(args.svg, reverse_svg(pictured, model.tok), '--svg')
+    if reader_left:
+        raise BrokenPipeError  # main ends quietly
+    for line in sample_report(samples, train_names, held_out, model.cfg.block_size) \
+            if args.stats else ():
+        say(line)
+    if scorer:
+        with Workers(args.workers) as workers:
+            say(f'scored by {args.score_with}: ' + '; '.join(
+                score_line(scorer, names, label, workers) for label, names in
+                (('samples', samples), ('held-out real names', held_out))))
 
 
 def training_split(model, state, data, checkpoint):
     """(training names, held-out names, path) of the data a checkpoint was trained on: `data`
-    if given, else the file its training section names, if it is still there and the same."""
-    settings = state.get('settings') if state else None
-    val_size = settings.get('val_size') if isinstance(settings, dict) else None
-    recorded = state.get('data') if state else None
-    path = data or (recorded if isinstance(recorded, str) and os.path.isfile(recorded)
-                    else DEFAULT_DATA)
-    train_names, held_out = split_names(read_names(path, model.cfg.longest()), val_size if fits(
-        val_size, LIMITS['val_size']) else md.Config.val_size)
-    if not data and (not state or fingerprint(train_names) != state.get('data_fingerprint')):
-        raise UserError(f'{checkpoint}: its training data is not at hand ({path} is other '
-                        'data), so its validation split is unknown; pass --data FILE')
-    return train_names, held_out, path
+    if given, else the file its training section names, if that is still the same data."""
+    state = state or {}
+    settings = state.get('settings') if isinstance(state.get('settings'), dict) else {}
+    val_size = settings.get('val_size')
+    val_size = val_size if fits(val_size, LIMITS['val_size']) else md.Config.val_size
+    if data:
+        return (*split_names(read_names(data, model.cfg.longest()), val_size), data)
+    path = state.get('data')
+    path = path if isinstance(path, str) and os.path.isfile(path) else DEFAULT_DATA
+    with contextlib.suppress(UserError):
+        train_names, held_out = split_names(read_names(path), val_size)
+        if fingerprint(train_names) == state.get('data_fingerprint'):
+            return train_names, held_out, path
+    raise UserError(f'{checkpoint}: the data it was trained on is not at hand ({path} is not '
+                    'it); pass --data FILE')
 
 
-def start(how):
-    """What pictures show before the first step: the pattern's fixed beginning, blanks after."""
-    return how.pattern[0] if how.pattern else []
-
-
-def animated(results, models, how, args):
+def animated(results, models, start, args):
     """The same results, each block of a screenful drawn developing in place before it is
     passed on; models side by side (--compare), each starting from its own blank."""
-    block, left, starts = [], args.num, [start(how)] + [[]] * (len(models) - 1)
+    block, left, starts = [], args.num, [start] + [[]] * (len(models) - 1)
+    colour = not os.environ.get('NO_COLOR')
     for result in results:
         block.append(result)
         if len(block) < min(left, max(1, shutil.get_terminal_size((80, 24)).lines - 2)):
             continue
-        animate([[[show(f, m.tok, not os.environ.get('NO_COLOR'))
-                   for f in frames(trace, m.tok, m.cfg.block_size, s)]
+        animate([[[show(f, m.tok, colour) for f in frames(trace, m.tok, m.cfg.block_size, s)]
                   for m, s, (_, trace) in zip(models, starts, row)] for row in block], args.fps)
         yield from block
         left -= len(block)
@@ -1168,38 +1122,33 @@ def run_eval(args):
         if not held_out:
             raise UserError(f'{args.checkpoint}: nothing of its data was held out; pass --data')
         sets = [(f'{os.path.basename(path)} validation split', held_out)]
+    vocabulary = set(model.tok.chars)
+    for label, names in sets:
+        for name in names:
+            if not set(name) <= vocabulary:
+                raise UserError(f'{label}: {name!r} has {"".join(sorted(set(name) - vocabulary))!r}'
+                                ", which the model's vocabulary lacks, so its probability is 0")
+    # '±', or '+/-' where stdout's encoding has none (PYTHONIOENCODING=ascii)
+    plus_minus = '±' if '±'.encode(sys.stdout.encoding or 'ascii', 'replace') != b'?' else '+/-'
     everything, all_estimates = [], []
-    with Workers(processes(args.workers)) as workers:
+    with Workers(args.workers) as workers:
         for label, names in sets:
-            for name in names:
-                unknown = sorted(set(name) - set(model.tok.chars))
-                if unknown:
-                    raise UserError(f'{label}: {name!r} has {"".join(unknown)!r}, which the '
-                                    "model's vocabulary lacks, so its probability is 0")
             progress = Progress(len(names), 'name')
-            estimates = nelbo_estimates(model, names, args.seed, workers, kind, progress.update)
+            estimates = nelbo_estimates(model, names, args.seed, workers, kind, progress)
             progress.finish()
-            mean, stderr, bits = nelbo_summary(estimates, names)
-            out(f'{label}: {mean:.2f} {plus_minus()} {stderr:.2f} nats/name, {bits:.3f} '
+            mean, stderr, bits = summary(estimates, names)
+            out(f'{label}: {mean:.2f} {plus_minus} {stderr:.2f} nats/name, {bits:.3f} '
                 f'bits/char ({len(names)} names, {how})')
-            everything += names
-            all_estimates += estimates
-    mean, _, bits = nelbo_summary(all_estimates, everything)
+            everything, all_estimates = everything + names, all_estimates + estimates
+    mean, _, bits = summary(all_estimates, everything)
     out(f'{title} {mean:.2f} nats/name  {bits:.3f} bits/char  ({len(everything)} names)')
-    return 0
 
 
-def nelbo_summary(estimates, names):
-    """(mean nats/name, its standard error, bits per character) for a list of estimates.
-    Characters are counted as len(name) + 1: the +1 is the end of the name."""
-    mean = statistics.fmean(estimates)
-    stderr = statistics.stdev(estimates) / math.sqrt(len(estimates)) if len(estimates) > 1 else 0.0
-    return mean, stderr, sum(estimates) / math.log(2) / sum(len(n) + 1 for n in names)
-
-
-def plus_minus():
-    """'±', or '+/-' where stdout's encoding has no '±' (PYTHONIOENCODING=ascii)."""
-    return '±' if '±'.encode(sys.stdout.encoding or 'ascii', 'replace') != b'?' else '+/-'
+def summary(estimates, names):
+    """(mean nats a name, its standard error, bits a character, each name's end counted)."""
+    stderr = statistics.stdev(estimates) / math.sqrt(len(estimates)) if len(names) > 1 else 0.0
+    return (statistics.fmean(estimates), stderr,
+            sum(estimates) / math.log(2) / sum(len(n) + 1 for n in names))
 
 
 def run_forward(args):
@@ -1219,7 +1168,6 @@ def run_forward(args):
         erased = md.erase(positions, tenth / 10, random.Random(args.seed))
         noisy = [tok.MASK if i in erased else t for i, t in enumerate(tokens)]
         out(f'  t={tenth / 10:.1f}  {show(noisy, tok)}  {len(erased) / len(positions):4.0%} masked')
-    return 0
 
 
 def run_bench(args):
@@ -1254,38 +1202,40 @@ def run_bench(args):
             fn(i)
             times.append(time.perf_counter() - began)
         out(f'{label}: {statistics.median(times) * 1000:.1f} ms median of {args.repeats}')
-    sizes = [graph_size(model, model.encode(name), random.Random(i))
-             for i, name in enumerate(picks)]
-    out(f'graph per training step: {statistics.median(s[0] for s in sizes):,.0f} nodes, '
-        f'{statistics.median(s[1] for s in sizes):,.0f} edges (median)')
-    return 0
+    nodes, edges = [], []  # of one name's training graph, as far as backward reaches
+    for i, name in enumerate(picks):
+        rng = random.Random(i)
+        interior = topological_order(md.name_loss(model, (
+            model.encode(name), md.noise_levels(rng, cfg.t_min, 1)[0], rng.random())))
+        leaves = {child for node in interior for child in node._children if not child._children}
+        nodes.append(len(interior) + len(leaves))
+        edges.append(sum(len(node._children) for node in interior))
+    out(f'graph per training step: {statistics.median(nodes):,.0f} nodes, '
+        f'{statistics.median(edges):,.0f} edges (median)')
 
 
-def graph_size(model, tokens, rng):
-    """(nodes, edges) of one name's training graph, counting what backward reaches."""
-    loss = md.name_loss(model, (tokens, md.noise_levels(rng, model.cfg.t_min, 1)[0],
-                                rng.random()))
-    interior = topological_order(loss)
-    leaves = {child for node in interior for child in node._children if not child._children}
-    return len(interior) + len(leaves), sum(len(node._children) for node in interior)
-
-
-COMMANDS = {None: run_lab, 'train': run_train, 'sample': run_sample, 'eval': run_eval,
-            'forward': run_forward, 'bench': run_bench}
+RUN = {None: run_lab, 'train': run_train, 'sample': run_sample, 'eval': run_eval,
+       'forward': run_forward, 'bench': run_bench}
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     without_cycle_collector()
     try:
-        if sys.stdout is None and args.command != 'train':  # closed: results would vanish
-            raise UserError('stdout is closed, so the results would be lost; give it a file')
-        return COMMANDS[args.command](args)
-    except UserError as e:
-        say(f'error: {e}')
+        for number, name in ((1, 'stdout'), (2, 'stderr')):
+            if getattr(sys, name) is None:  # closed: the next file opened would take its number
+                if number == 1 and args.command != 'train':
+                    raise UserError('stdout is closed, so the results would be lost; give it a '
+                                    'file')
+                os.dup2(os.open(os.devnull, os.O_WRONLY), number)
+                setattr(sys, name, open(number, 'w', closefd=False))
+        RUN[args.command](args)
+        return 0
+    except UserError as e:  # one line, whatever the message holds
+        say('error: ' + ''.join(repr(c)[1:-1] if unsafe(c, '') else c for c in str(e)))
     except ArithmeticError as e:  # only weights far outside anything training produces
         say(f"error: the model's numbers overflowed ({e}); is the checkpoint damaged?")
-    except Interrupted as e:  # from fit(), which saved the last finished step
+    except Interrupted as e:  # from run_training, which saved the last finished step
         say(f'interrupted: {e.args[1]}')
         return 128 + e.args[0]
     except KeyboardInterrupt as e:  # Ctrl-C outside training, or a signal during --animate

@@ -1,8 +1,10 @@
 """The command line, run for real in a subprocess: its output contract and its bad-input errors."""
 
+import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import stat
@@ -18,9 +20,50 @@ from . import NAMES
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       'microdiffusion.py')
 
+
 def run(*args, cwd=None):
     return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
                           cwd=cwd, timeout=120)
+
+
+def run_all(runs, cwd=None):
+    """run(*args) for each args in runs, side by side to save time."""
+    processes = [subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd=cwd) for args in runs]
+    try:
+        outputs = [process.communicate(timeout=120) for process in processes]
+    finally:
+        for process in processes:  # none left running, whatever happened
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return [subprocess.CompletedProcess(args, process.returncode, *output)
+            for args, process, output in zip(runs, processes, outputs)]
+
+
+def on_a_terminal(*args, env=None, stop=None):
+    """(status, stdout, what stderr drew) of a command whose stderr is a pseudo-terminal; stop,
+    (marker, count, signal): the signal is sent once the marker has been drawn count times."""
+    main, terminal = os.openpty()
+    process = subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE,
+                               stderr=terminal, text=True, env=dict(os.environ, **(env or {})))
+    os.close(terminal)
+    drawn = b''
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal's other end has closed
+            break
+        if not chunk:
+            break
+        drawn += chunk
+        if stop and drawn.count(stop[0]) >= stop[1]:
+            process.send_signal(stop[2])
+            stop = None
+    os.close(main)
+    out = process.stdout.read()
+    process.stdout.close()
+    return process.wait(timeout=60), out, drawn
 
 
 class Folder(unittest.TestCase):
@@ -139,30 +182,98 @@ class ContractTest(Folder):
             self.assertEqual(masked, sorted(masked))  # once masked, masked at every higher t
 
     def test_ctrl_c_saves_and_resume_finishes(self):
-        checkpoint = self.path('run.json')
-        args = ['train', '--data', self.data, '--steps', '300', '--denoiser', 'mlp',
-                '--checkpoint', checkpoint, '--workers', '1']
+        # relative paths, as a user types them: the printed command must run from this folder
+        shutil.copy(self.data, self.path('my names.txt'))
+        args = ['train', '--data', 'my names.txt', '--steps', '300', '--denoiser', 'mlp',
+                '--checkpoint', 'run.json', '--workers', '1']
         process = subprocess.Popen([sys.executable, SCRIPT, *args], stderr=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, text=True)
+                                   stdout=subprocess.PIPE, text=True, cwd=self.folder.name)
         for line in process.stderr:  # the first progress line: training is under way
             if line.startswith('step '):
                 break
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
         self.assertEqual(process.returncode, 130, err)
-        self.assertIn('interrupted: step', err)
         self.assertNotIn('Traceback', err)
-        with open(checkpoint) as f:
+        again = re.search(r'^interrupted: step \d+ saved in run.json; continue with "(.*)"$', err,
+                          re.M).group(1)
+        self.assertIn("--data 'my names.txt'", again)
+        with open(self.path('run.json')) as f:
             step = json.load(f)['training']['step']
         self.assertLess(0, step)
         self.assertLess(step, 300)
-        resumed = run('train', '--resume', *args[1:])
+        resumed = subprocess.run(shlex.split(again), capture_output=True, text=True,
+                                 cwd=self.folder.name, timeout=120)
         self.assertEqual(resumed.returncode, 0, resumed.stderr)
-        straight = run('train', *args[1:-4], '--checkpoint', self.path('straight.json'),
-                       '--workers', '1')
+        self.assertIn(f'resuming run.json at step {step} of 300', resumed.stderr)
+        straight = run('train', *args[1:-4], '--checkpoint', 'straight.json', '--workers', '1',
+                       cwd=self.folder.name)
         self.assertEqual(straight.returncode, 0, straight.stderr)
-        with open(checkpoint) as a, open(self.path('straight.json')) as b:
+        with open(self.path('run.json')) as a, open(self.path('straight.json')) as b:
             self.assertEqual(json.load(a)['params'], json.load(b)['params'])
+
+    def test_a_damaged_training_section_stops_only_resume(self):
+        # sample and eval need chars, config, params and lengths; only --resume needs the rest
+        with open(self.model) as f:
+            good = f.read()
+
+        def variant(name, change):
+            doc = json.loads(good)
+            change(doc['training'])
+            return self.write(name, json.dumps(doc))
+        garbage = self.write('garbage.json', good[:-1] + ', "training": "garbage"}')
+        settings = variant('settings.json', lambda t: t.update(settings='?'))
+        null = variant('null.json', lambda t: t['history'][3].__setitem__(2, None))
+        future = variant('future.json', lambda t: t['history'][3].__setitem__(0, 10**9))
+        runs = [['sample', '--checkpoint', garbage, '--num', '3'],
+                ['eval', '--checkpoint', garbage, '--data', self.data],
+                ['sample', '--checkpoint', garbage, '--num', '3', '--stats', '--data', self.data]]
+        runs += [['sample', '--checkpoint', path, '--num', '3', '--stats']  # the data recorded
+                 for path in (settings, null)]
+        for result in run_all(runs):
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertEqual(len(result.stdout.split('\n')), 4 if 'sample' in result.args else 3)
+            if '--stats' in result.args:  # against the data it was trained on, not names.txt
+                self.assertIn(f'(data {sum(map(len, NAMES)) / len(NAMES):.2f})', result.stderr)
+        refused = run_all([['sample', '--checkpoint', garbage, '--stats'],
+                           ['eval', '--checkpoint', garbage]] + [
+                          ['train', '--resume', '--checkpoint', path, '--data', self.data,
+                           '--steps', '80'] for path in (garbage, settings, null, future)])
+        for result, message in zip(refused, ['the data it was trained on is not at hand .*; '
+                                             'pass --data FILE$'] * 2 + [
+                'has no training state', 'must hold the run\'s "settings"', 'history must be',
+                'history must be']):
+            self.assertEqual(result.returncode, 1, result.stderr)
+            self.assertRegex(result.stderr, '^error: .*' + message + '.*\n$')
+
+    def test_nothing_held_out(self):
+        # five names: none held out, so no validation to crash and nothing for eval to score
+        tiny = self.write('tiny.txt', 'emma\nava\nmia\nzoe\nli\n')
+        model = self.path('tiny.json')
+        trained = run('train', '--data', tiny, '--steps', '5', '--denoiser', 'mlp',
+                      '--checkpoint', model, '--workers', '1')
+        self.assertEqual(trained.returncode, 0, trained.stderr)
+        self.assertIn('on 5 names (0 held out)', trained.stderr)
+        # a checkpoint whose settings hold out nothing, its data fingerprint to match
+        with open(self.model) as f:
+            doc = json.load(f)
+        doc['training']['settings']['val_size'] = 0
+        doc['training']['data_fingerprint'] = hashlib.sha256(
+            '\n'.join(NAMES).encode()).hexdigest()[:16]
+        none_held = self.write('none-held.json', json.dumps(doc))
+        results = run_all([['eval', '--checkpoint', model],
+                           ['sample', '--checkpoint', model, '--num', '4', '--stats'],
+                           ['train', '--resume', '--data', tiny, '--checkpoint', model,
+                            '--steps', '10', '--workers', '1'],
+                           ['train', '--resume', '--data', self.data, '--checkpoint', none_held,
+                            '--steps', '45', '--workers', '1']])
+        self.assertEqual((results[0].returncode, results[0].stderr), (1, f'error: {model}: '
+                         'nothing of its data was held out; pass --data\n'))
+        self.assertIn('(data 3.00)', results[1].stderr)  # tiny.txt's names, not names.txt's
+        for result, checkpoint, step in ((results[2], model, 10), (results[3], none_held, 45)):
+            self.assertEqual(result.returncode, 0, result.stderr)
+            with open(checkpoint) as f:
+                self.assertEqual(json.load(f)['training']['step'], step)
 
     def test_gpt_trains_evaluates_and_samples(self):
         gpt = self.path('gpt.json')
@@ -234,44 +345,43 @@ class ContractTest(Folder):
     def test_animation_on_a_terminal(self):
         sample = ['sample', '--checkpoint', self.model, '--num', '3', '--seed', '5']
         plain = run(*sample).stdout
-
-        def on_a_terminal(*more, env=None, interrupt=False):
-            main, terminal = os.openpty()
-            process = subprocess.Popen([sys.executable, SCRIPT, *sample, '--animate', *more],
-                                       stdout=subprocess.PIPE, stderr=terminal, text=True,
-                                       env=dict(os.environ, **(env or {})))
-            os.close(terminal)
-            drawn = b''
-            while True:
-                try:
-                    chunk = os.read(main, 4096)
-                except OSError:  # the terminal's other end has closed
-                    break
-                if not chunk:
-                    break
-                drawn += chunk
-                if interrupt and drawn.count(b'\x1b[3A') == 2:
-                    process.send_signal(signal.SIGINT)
-                    interrupt = False
-            os.close(main)
-            out = process.stdout.read()
-            process.stdout.close()
-            return process.wait(timeout=60), out, drawn
-
-        status, out, drawn = on_a_terminal('--fps', '1000', env={'NO_COLOR': ''})
+        status, out, drawn = on_a_terminal(*sample, '--animate', '--fps', '1000',
+                                           env={'NO_COLOR': ''})
         self.assertEqual((status, out), (0, plain))  # the same names as without the flag
         self.assertIn(b'\x1b[3A', drawn)              # the block is redrawn in place
         self.assertIn(b'\x1b[2;33m_', drawn)          # MASK in colour
         self.assertTrue(drawn.endswith(b'\x1b[0m\x1b[?25h'))  # and the cursor shown again
-        status, out, drawn = on_a_terminal('--fps', '1000', env={'NO_COLOR': '1'})
+        status, out, drawn = on_a_terminal(*sample, '--animate', '--fps', '1000',
+                                           env={'NO_COLOR': '1'})
         self.assertEqual(out, plain)
         self.assertNotIn(b'\x1b[2', drawn)            # plain marks
         self.assertIn(b'_', drawn)
-        status, out, drawn = on_a_terminal('--fps', '20', '--compare', self.model, interrupt=True)
-        self.assertEqual(status, 130)
-        self.assertTrue(drawn.endswith(b'\x1b[0m\x1b[?25hinterrupted\r\n'), drawn[-40:])
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the cursor given back
+            status, out, drawn = on_a_terminal(*sample, '--animate', '--fps', '20', '--compare',
+                                               self.model, stop=(b'\x1b[3A', 2, number))
+            self.assertEqual(status, 128 + number)
+            self.assertTrue(drawn.endswith(b'\x1b[0m\x1b[?25hinterrupted\r\n'), drawn[-40:])
+        status, out, drawn = on_a_terminal(*sample, '--animate', env={'TERM': 'dumb'})
+        self.assertEqual((status, out), (0, plain))  # a terminal that cannot draw: no escapes
+        self.assertNotIn(b'\x1b', drawn)
         piped = run(*sample, '--animate')  # not a terminal: exactly as without the flag
         self.assertEqual((piped.stdout, piped.stderr), (plain, ''))
+
+    @unittest.skipUnless(hasattr(os, 'openpty'), 'needs a pseudo-terminal')
+    def test_progress_of_a_long_eval(self):
+        # 20,000 names take a while: the progress line shows after the first 50
+        names = self.write('many.txt', '\n'.join(NAMES * 556) + '\n')
+        status, out, drawn = on_a_terminal('eval', '--checkpoint', self.model, '--data', names,
+                                           '--workers', '1', stop=(b'name 100/20016 ', 1,
+                                                                   signal.SIGINT))
+        self.assertEqual(status, 130)
+        self.assertIn(b'\rname 50/20016  ', drawn)
+        self.assertIn(b'left\x1b[K', drawn)  # rewritten in place
+        status, out, drawn = on_a_terminal('eval', '--checkpoint', self.model, '--data', self.data,
+                                           env={'TERM': 'dumb'})
+        self.assertEqual(status, 0, drawn)
+        self.assertIn(b'name 36/36 ', drawn)  # a line at a time, no escapes
+        self.assertNotIn(b'\x1b', drawn)
 
     def test_svg_of_the_reverse_process(self):
         picture = self.path('reverse.svg')
@@ -366,14 +476,10 @@ class BadInputTest(Folder):
         each only reads its own checkpoint, and every file is checked after them all."""
         files = {f for _, _, f in runs} | {self.data, self.model}
         before = {f: self.snapshot(f) for f in files}
-        processes = [subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True, cwd=self.folder.name)
-                     for args, _, _ in runs]
-        for (args, message, _), process in zip(runs, processes):
-            out, err = process.communicate(timeout=120)
+        results = run_all([args for args, _, _ in runs], cwd=self.folder.name)
+        for (args, message, _), result in zip(runs, results):
             with self.subTest(args=args):
-                self.assert_refused(args, message, files, subprocess.CompletedProcess(
-                    args, process.returncode, out, err), before)
+                self.assert_refused(args, message, files, result, before)
 
     def test_resume_with_other_data(self):
         other = self.write('other.txt', 'zed\nquinn\nxavier\n')
@@ -395,8 +501,9 @@ class BadInputTest(Folder):
                  (sample + ['--num', '0'], '--num'),
                  (sample + ['--steps', '-3'], '--steps'),
                  (self.train(self.data) + ['--workers', '0'], '--workers')]
-        for bad in ('0', '-1', 'nan', 'inf', 'fast'):
+        for bad in ('0', '-1', 'nan', 'inf', 'fast'):  # one parser checks every float flag
             cases.append((self.train(self.data) + ['--lr', bad], '--lr'))
+        for bad in ('0', 'nan'):
             cases.append((sample + ['--temperature', bad], '--temperature'))
             cases.append((sample + ['--temp-end', bad], '--temp-end'))
         cases += [(['fly'], "invalid choice: 'fly'"),
@@ -418,8 +525,120 @@ class BadInputTest(Folder):
                   (self.train(self.data) + ['--n-embd', '12', '--n-head', '5'],
                    'must be a multiple of --n-head 5'),
                   (self.train(self.data) + ['--n-embd', '1024', '--n-layer', '64'],
-                   'more than 200,000 parameters')]
+                   'more than 200,000 parameters'),
+                  (self.train(self.data) + ['--n-embd', '8', '--n-head', '8', '--n-layer', '64',
+                                            '--block-size', '256'],
+                   'more than 2,000,000 attention scores a name'),
+                  (sample + ['--fps', '1e-300'], 'argument --fps: 1e-300 must be a finite'),
+                  # a flag that only means something beside another is refused, not ignored
+                  (sample + ['--score-with', self.model], '--score-with is for --stats'),
+                  (sample + ['--data', self.data], '--data is for --stats'),
+                  # a missing file is named by its own flag
+                  (sample + ['--stats', '--score-with', 'gone.json'],
+                   '^error: --score-with gone.json: no such checkpoint'),
+                  (sample + ['--animate', '--compare', 'gone.json'],
+                   '^error: --compare gone.json: no such checkpoint'),
+                  (sample + ['--svg', ''], 'argument --svg: give a file name, not an empty one'),
+                  (['eval', '--checkpoint', self.model, '--data', ''], 'argument --data: give')]
         self.assert_all_refused([(args, message, self.data) for args, message in cases])
+
+    def test_outputs_that_collide_or_cannot_be_written(self):
+        # every case refused before any work, the flag at fault named, no file touched
+        link, hard, other = self.path('link.txt'), self.path('hard.txt'), self.path('other.json')
+        os.symlink(self.data, link)
+        os.link(self.data, hard)
+        shutil.copy(self.model, other)
+        notes = self.write('notes.txt', 'my notes, not a checkpoint\n')
+        sample = ['sample', '--checkpoint', self.model]
+
+        def same(output, other):
+            return f'^error: {output} .*: is the same file as {other} .*; choose another {output}$'
+        cases = [(self.train(self.data, '--checkpoint', self.data), same('--checkpoint', '--data')),
+                 (self.train(link, '--checkpoint', self.data), same('--checkpoint', '--data')),
+                 (self.train(hard, '--checkpoint', self.data), same('--checkpoint', '--data')),
+                 (self.train(self.data, '--curve', self.model), same('--curve', '--checkpoint')),
+                 (self.train(self.data, '--curve', hard), same('--curve', '--data')),
+                 (['train', '--resume', '--data', self.data, '--checkpoint', self.model, '--curve',
+                   self.model, '--steps', '80'], same('--curve', '--checkpoint')),
+                 (sample + ['--svg', self.model], same('--svg', '--checkpoint')),
+                 (sample + ['--stats', '--data', self.data, '--svg', hard],
+                  same('--svg', '--data')),
+                 (sample + ['--stats', '--score-with', other, '--svg', other],
+                  same('--svg', '--score-with')),
+                 # an existing file is replaced only if it holds what would replace it
+                 (self.train(self.data, '--checkpoint', notes),
+                  '^error: --checkpoint .*notes.txt: holds something other than a checkpoint'),
+                 (sample + ['--svg', notes], '^error: --svg .*: holds something other than a '
+                                             'picture'),
+                 (self.train(self.data, '--curve', notes), '^error: --curve .*: holds something'),
+                 # a name the system refuses fails now, not at the first save
+                 (self.train(self.data, '--checkpoint', self.path('m' * 300 + '.json')),
+                  r'^error: --checkpoint .*: cannot write a checkpoint there \(File name too long'),
+                 (sample + ['--svg', self.path('s' * 300 + '.svg')],
+                  r'^error: --svg .*: cannot write a picture there \(File name too long'),
+                 (self.train(self.data, '--curve', self.folder.name), '^error: --curve .*: is a '
+                                                                      'folder'),
+                 (sample + ['--svg', os.path.join(self.folder.name, 'no', 'x.svg')],
+                  '^error: --svg .*: cannot write a picture there')]
+        self.assert_all_refused([(args, message, f) for (args, message), f in
+                                 zip(cases, [hard, notes, other] * len(cases))])
+
+    def test_unbounded_input(self):
+        big = self.write('big.json', '')
+        with open(big, 'wb') as f:  # sparse: costs no disk
+            f.truncate(33 * 2**20)
+        long_line = self.write('long.txt', 'emma\n' + 'a' * 1023 + '\n')
+        utf16 = self.write('utf16.txt', 'emma\nzoë\n'.encode('utf-16-le'))
+        utf16be = self.write('utf16be.txt', 'emma\nava\n'.encode('utf-16-be'))
+        cases = [(['train', '--data', '/dev/zero', '--checkpoint', 'new.json'],
+                  r'^error: /dev/zero: is larger than 16 MB'),
+                 (['eval', '--checkpoint', self.model, '--data', '/dev/zero'], 'larger than 16 MB'),
+                 (['train', '--data', long_line, '--checkpoint', 'new.json'],
+                  'line 2: .* has 1023 characters, more than the 255 a name can have'),
+                 (['train', '--data', utf16, '--checkpoint', 'new.json'],
+                  r'line 1: holds a control character, not text \(is it UTF-16\?\)'),
+                 (['eval', '--checkpoint', self.model, '--data', utf16be], 'control character'),
+                 (['sample', '--checkpoint', big], r'big.json: is larger than 32 MB'),
+                 (['train', '--resume', '--checkpoint', big, '--data', self.data],
+                  'is larger than 32 MB')]
+        self.assert_all_refused([(args, message, f) for (args, message), f in
+                                 zip(cases, [big, long_line, utf16, utf16be] * len(cases))])
+        self.assertFalse(os.path.exists(self.path('new.json')))
+
+    def test_hostile_checkpoints(self):
+        with open(self.model) as f:
+            good = f.read()
+        doc = json.loads(good)
+
+        def variant(name, change, text=None):
+            changed = json.loads(good)
+            if change:
+                change(changed)
+            return self.write(name, text or json.dumps(changed))
+
+        def char(c):
+            return lambda d: d['chars'].__setitem__(0, c)
+        chars = '"chars" must list distinct single characters, no control characters but tab'
+        cases = [(variant('newline.json', char('\n')), chars),  # a name would print as two
+                 (variant('escape.json', char('\x1b')), chars),  # a terminal escape
+                 (variant('delete.json', char('\x7f')), chars),
+                 (variant('surrogate.json', None, good.replace(
+                     json.dumps(doc['chars'][0]), '"\\ud800"', 1)), chars),
+                 (variant('nested.json', char([1])), chars),
+                 (variant('twice.json', char(doc['chars'][1])), chars),
+                 (variant('gpt-mlp.json', lambda d: d['config'].update(model='gpt')),
+                  'a GPT is the transformer'),
+                 (variant('empty-name.json', lambda d: d['lengths'].__setitem__(0, 0.5)),
+                  '"lengths" must be'),
+                 (variant('huge-setting.json', lambda d: d['config'].update(n_embd='x' * 10**5)),
+                  "config n_embd = 'xxxxx"),
+                 (variant('scores.json', lambda d: d['config'].update(
+                     denoiser='transformer', n_embd=8, n_head=8, n_layer=64, block_size=256)),
+                  'more than 2,000,000 attention scores a name')]
+        runs = [(['sample', '--checkpoint', path], message, path) for path, message in cases]
+        runs += [(['eval', '--data', self.data, '--checkpoint', path], message, path)
+                 for path, message in cases[::4]]  # eval reads checkpoints as sample does
+        self.assert_all_refused(runs)
 
     def test_unwritable_checkpoint_fails_before_training(self):
         nowhere = os.path.join(self.folder.name, 'no', 'such', 'folder', 'model.json')
@@ -453,19 +672,26 @@ class ReliabilityTest(Folder):
         """A training run in the background, once its first line is out."""
         process = subprocess.Popen([sys.executable, SCRIPT, *self.train_args(checkpoint, *more)],
                                    stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.addCleanup(lambda: process.poll() is None and process.kill())
+        self.addCleanup(self.end, process)
         process.first_line = process.stderr.readline()
         return process
+
+    @staticmethod
+    def end(process):
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
 
     def test_the_checkpoint_is_only_ever_a_regular_file(self):
         fifo = self.path('fifo')
         os.mkfifo(fifo)
         readonly = self.write('readonly.json', 'keep me')
         os.chmod(readonly, 0o444)
-        for path, message in ((fifo, 'not a regular file'), (readonly, 'read-only'),
-                              ('', 'give a file name'), (self.path('out') + '/', 'give a file')):
+        for path, message, status in ((fifo, 'not a regular file', 1), (readonly, 'read-only', 1),
+                                      ('', 'give a file name', 2),
+                                      (self.path('out') + '/', 'give a file', 1)):
             result = run(*self.train_args(path, '--steps', '2'))
-            self.assertEqual(result.returncode, 1, result.stderr)
+            self.assertEqual(result.returncode, status, result.stderr)
             self.assertEqual(result.stderr.count('\n'), 1, result.stderr)
             self.assertIn(message, result.stderr)
         self.assertTrue(stat.S_ISFIFO(os.stat(fifo).st_mode))
@@ -535,16 +761,104 @@ class ReliabilityTest(Folder):
         self.assertRegex(err.strip().split('\n')[-1],
                          r'^error: .*run.json: could not save step \d+ .*; nothing was saved$')
 
+    def test_one_writer_a_checkpoint(self):
+        checkpoint, link = self.path('run.json'), self.path('link.json')
+        os.symlink(checkpoint, link)
+        first = self.start(checkpoint, '--steps', '3', '--batch-size', '2000', '--workers', '1')
+        self.assertIn('training a', first.first_line)  # said once it holds the lock
+        for name in (checkpoint, link):  # the same file by another name too
+            second = run(*self.train_args(name, '--steps', '2'))
+            self.assertEqual(second.returncode, 1, second.stderr)
+            self.assertRegex(second.stderr, r'^error: .*: another run is training it now; wait '
+                                            r'for it to end, or choose another --checkpoint\n$')
+        first.kill()
+        first.wait()
+        lock = self.path('.run.json.lock')
+        self.assertTrue(os.path.exists(lock))  # left behind by the killed run: it blocks nothing
+        third = run(*self.train_args(checkpoint, '--steps', '2', '--workers', '1'))
+        self.assertEqual(third.returncode, 0, third.stderr)
+        self.assertFalse(os.path.exists(lock))
+        with open(checkpoint) as f:
+            self.assertEqual(json.load(f)['training']['step'], 2)
+
+    @unittest.skipUnless(os.path.exists('/dev/full'), 'needs /dev/full')
+    def test_results_that_cannot_be_written(self):
+        commands = [['sample', '--checkpoint', self.model], ['forward', 'zoe'],
+                    ['eval', '--checkpoint', self.model, '--data', self.data]]
+        with open('/dev/full', 'w') as full:
+            for args in commands:
+                result = subprocess.run([sys.executable, SCRIPT, *args], stdout=full, text=True,
+                                        stderr=subprocess.PIPE, timeout=120)
+                self.assertEqual(result.returncode, 1)
+                self.assertNotIn('Traceback', result.stderr)
+                self.assertEqual(result.stderr.split('\n')[-2],  # after eval's progress
+                                 'error: stdout cannot be written (No space left on device)')
+        for args in commands[:1]:  # stdout closed
+            result = subprocess.run(['sh', '-c', 'exec "$@" >&-', 'sh', sys.executable, SCRIPT,
+                                     *args], capture_output=True, text=True, timeout=120)
+            self.assertEqual((result.returncode, result.stderr), (1, 'error: stdout is closed, '
+                             'so the results would be lost; give it a file\n'))
+        ascii = dict(os.environ, PYTHONIOENCODING='ascii')
+        result = subprocess.run([sys.executable, SCRIPT, *commands[2]], capture_output=True,
+                                text=True, timeout=120, env=ascii)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout, r'names.txt: \d+\.\d+ \+/- \d+\.\d+ nats/name')
+        result = subprocess.run([sys.executable, SCRIPT, 'forward', 'zoë'], capture_output=True,
+                                text=True, timeout=120, env=ascii)
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (1, '', (
+            "error: stdout cannot show '\\xeb' in its encoding, ascii; set PYTHONIOENCODING=utf-8\n"
+        )))  # stderr escapes what it cannot show
+        # stderr closed: training goes on, and nothing of it lands in another file
+        result = subprocess.run(['sh', '-c', 'exec "$@" 2>&-', 'sh', sys.executable, SCRIPT,
+                                 *self.train_args(self.path('quiet.json'), '--steps', '5',
+                                                  '--workers', '2')],
+                                capture_output=True, text=True, timeout=120)
+        self.assertEqual((result.returncode, result.stdout), (0, ''))
+        with open(self.path('quiet.json')) as f:
+            self.assertEqual(json.load(f)['training']['step'], 5)
+
+    @unittest.skipUnless(sys.platform != 'win32', 'needs resource limits')
+    def test_a_picture_that_cannot_be_written_after_the_work(self):
+        import resource
+
+        def small_files():  # a file may grow to 2,000 bytes: the picture cannot be written
+            resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+        picture = self.path('reverse.svg')
+        result = subprocess.run([sys.executable, SCRIPT, 'sample', '--checkpoint', self.model,
+                                 '--num', '3', '--svg', picture], preexec_fn=small_files,
+                                capture_output=True, text=True, timeout=120)
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(len(result.stdout.split('\n')), 4)  # the names came first
+        self.assertEqual(result.stderr, f'error: --svg {picture}: could not be written (File too '
+                                        'large); the rest of the work is done\n')
+        self.assertEqual(os.listdir(self.folder.name), [])  # no half picture, no temporary
+        folder = self.path('pictures')  # and a training curve whose folder vanished meanwhile
+        os.mkdir(folder)
+        process = self.start(self.path('run.json'), '--steps', '1', '--batch-size', '1000',
+                             '--workers', '1', '--curve', os.path.join(folder, 'curve.svg'))
+        shutil.rmtree(folder)
+        _, err = process.communicate(timeout=60)
+        self.assertEqual(process.returncode, 1)
+        self.assertNotIn('Traceback', err)
+        self.assertRegex(err.split('\n')[-2], r'^error: --curve .*curve.svg: could not be '
+                         r'written \(No such file or directory\); the rest of the work is done$')
+        with open(self.path('run.json')) as f:  # the work was saved first
+            self.assertEqual(json.load(f)['training']['step'], 1)
+
     def test_sample_streams_however_many(self):
+        picture = self.path('reverse.svg')
         process = subprocess.Popen([sys.executable, SCRIPT, 'sample', '--checkpoint', self.model,
-                                    '--num', '1000000000'], stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+                                    '--num', '1000000000', '--svg', picture],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         names = [process.stdout.readline() for _ in range(3)]
         process.stdout.close()  # as `| head -3` does
         self.assertEqual(process.wait(timeout=60), 0)
-        self.assertNotIn('Traceback', process.stderr.read())
+        self.assertEqual(process.stderr.read(), '')
         process.stderr.close()
         self.assertTrue(all(name.endswith('\n') for name in names))
+        # the reader left, but the picture of the first 8 names is made all the same
+        group = ElementTree.parse(picture).getroot().find('{http://www.w3.org/2000/svg}g')
+        self.assertEqual(len(group.findall('{http://www.w3.org/2000/svg}text')), 8)
 
     def test_bench_on_a_small_data_file(self):
         result = run('bench', '--checkpoint', self.model, '--data', self.data, '--repeats', '40')

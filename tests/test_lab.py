@@ -10,6 +10,7 @@ import random
 import sys
 import tempfile
 import unittest
+from unittest import mock
 import xml.etree.ElementTree as ET
 
 import lab
@@ -178,7 +179,6 @@ class CheckpointTest(unittest.TestCase):
         self.assertEqual(md.as_floats(loaded.params), good['params'])
 
 
-
 class TrainingTest(unittest.TestCase):
 
     def setUp(self):
@@ -191,7 +191,7 @@ class TrainingTest(unittest.TestCase):
         train, held = SHORT_NAMES[:24], SHORT_NAMES[24:]
         with lab.Workers(workers) as pool:
             lab.run_training(model, train, held, lab.fingerprint(train), self.path, pool, state,
-                            stop_after)
+                             stop_after)
         return model
 
     def quiet(self):
@@ -225,11 +225,11 @@ class TrainingTest(unittest.TestCase):
         self.addCleanup(sys.settrace, tracer)
         sys.settrace(None)
         with contextlib.redirect_stderr(io.StringIO()) as said:
-            self.assertEqual(lab.processes(2), 2)
+            self.assertEqual(lab.Workers(2).n, 2)
         self.assertEqual(said.getvalue(), '')
         sys.settrace(lambda *args: None)
         with contextlib.redirect_stderr(io.StringIO()) as said:
-            alone = lab.processes(2)
+            alone = lab.Workers(2).n
         sys.settrace(tracer)
         self.assertEqual(alone, 1)
         self.assertIn('a debugger is attached', said.getvalue())
@@ -318,6 +318,17 @@ class TrainingTest(unittest.TestCase):
         with open(self.path) as f:
             self.assertEqual(f.read(), 'an earlier checkpoint')
 
+    def test_progress_on_a_pipe_shows_every_minute(self):
+        # a million names at 5 a second: a tenth would take hours, so a line every minute
+        clock = [0.0]
+        with mock.patch.object(lab.time, 'perf_counter', lambda: clock[0]), \
+                contextlib.redirect_stderr(io.StringIO()) as said:
+            progress = lab.Progress(10**6, 'name')
+            for done in range(50, 1001, 50):
+                clock[0] += 10.0  # ten seconds a share of 50
+                progress.update(done)
+        self.assertEqual([line.split()[1] for line in said.getvalue().splitlines()],
+                         ['300/1000000', '600/1000000', '900/1000000'])
 
 
 if __name__ == '__main__':
