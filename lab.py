@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import unicodedata
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from html import escape
 
 import microdiffusion as md
@@ -36,7 +36,13 @@ except ImportError:
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'names.txt')
 DEFAULT_CHECKPOINT = 'model.json'
 FORMAT, VERSION = 'microdiffusion checkpoint', 2  # version 2 added p(length), "lengths"
-MODEL_FIELDS = ('model', 'n_embd', 'n_head', 'n_layer', 'block_size', 'denoiser', 'mlp_hidden')
+MODEL_FIELDS = ('model', 'n_embd', 'n_head', 'n_layer', 'block_size', 'denoiser', 'mlp_hidden',
+                'text')
+# Running text: windows of 32 characters by default (most of what a small model can learn
+# about the next character lies within a few words, and a step's cost grows with the window);
+# the last tenth of the file is held out; a diffusion model writes half a window a block, the
+# other half, the end of the text so far, kept in view.
+TEXT_BLOCK, TEXT_HELD_OUT = 32, 0.1
 # What the lab takes on, checked before any work: past these a pure-Python run needs days or
 # gigabytes. A data file (names.txt is 0.2 MB); a model's weights; one name's attention scores,
 # n_layer · n_head · block_size², ~450 bytes each of a training step's graph (2 million: 0.9 GB).
@@ -104,10 +110,10 @@ def say(text, end='\n'):
             os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
 
 
-def out(text):
-    """A line of results on stdout, or one clear error if stdout cannot take it."""
+def out(text, end='\n'):
+    """Results on stdout, or one clear error if stdout cannot take them."""
     try:
-        print(text, flush=True)
+        print(text, end=end, flush=True)
     except UnicodeEncodeError as e:
         raise UserError(f'stdout cannot show {e.object[e.start:e.end]!r} in its encoding, '
                         f'{e.encoding}; set PYTHONIOENCODING=utf-8') from None
@@ -173,9 +179,53 @@ def split_names(names, val_size):
     return [n for n in names if n not in held], held_out
 
 
-def fingerprint(names):
-    """A short hash of the training names, so --resume can refuse different data."""
-    return hashlib.sha256('\n'.join(names).encode('utf-8')).hexdigest()[:16]
+def read_text(path):
+    """A UTF-8 file as one stream of characters, line ends made \\n, no byte-order mark."""
+    try:
+        text = read_file(path, 'a UTF-8 text file').decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise UserError(f'{path}: byte {e.start} is not UTF-8 text; save it as UTF-8') from None
+    text = text.replace('\ufeff', '').replace('\r\n', '\n').replace('\r', '\n')
+    if any(unsafe(c, '\t\n') for c in text):
+        raise UserError(f'{path}: holds a control character, not text (is it UTF-16?); save it '
+                        'as UTF-8')
+    return text
+
+
+def read_data(path, cfg):
+    """Running text, or names that fit the model's block."""
+    return read_text(path) if cfg.text else read_names(path, cfg.longest())
+
+
+def split_data(data, cfg):
+    """(what trains, what is held out): names split by split_names; running text cut before
+    its last tenth, which is scored in whole windows of block_size characters."""
+    if not cfg.text:
+        return split_names(data, cfg.val_size)
+    cut = len(data) - max(cfg.block_size, int(len(data) * TEXT_HELD_OUT))
+    return data[:cut], windows(data[cut:], cfg.block_size)
+
+
+def windows(text, size):
+    """The text cut into whole windows of `size` characters (what is left over is not)."""
+    return [text[i:i + size] for i in range(0, len(text) - size + 1, size)]
+
+
+def bigram_bits(trained, held_out):
+    """Bits per character of the held-out windows under an add-one bigram model counted on the
+    training text, each character given the one before it in the file."""
+    pairs, firsts = collections.Counter(zip(trained, trained[1:])), collections.Counter(trained[:-1])
+    size, previous, bits = len(set(trained + ''.join(held_out))), trained[-1], 0.0
+    for c in ''.join(held_out):
+        bits -= math.log2((pairs[previous, c] + 1) / (firsts[previous] + size))
+        previous = c
+    return bits / len(''.join(held_out))
+
+
+def fingerprint(data):
+    """A short hash of the training names or text, so --resume can refuse different data."""
+    return hashlib.sha256((data if isinstance(data, str) else '\n'.join(data)).encode(
+        'utf-8')).hexdigest()[:16]
 
 
 def marks(tok):
@@ -587,8 +637,10 @@ def load_checkpoint(path, resuming=False, flag='--checkpoint'):
     need(isinstance(doc, dict) and doc.get('format', FORMAT) == FORMAT,
          'not a JSON object with "chars", "config" and "params"')
     chars = list(doc['chars']) if isinstance(doc.get('chars'), str) else doc.get('chars')
-    need(isinstance(chars, list) and chars and all(  # names print one a line: no newline
-        isinstance(c, str) and len(c) == 1 and not unsafe(c, '\t') for c in chars)
+    allowed = '\t\n' if isinstance(doc.get('config'), dict) and doc['config'].get('text') is True \
+        else '\t'  # names print one a line: no newline in them
+    need(isinstance(chars, list) and chars and all(
+        isinstance(c, str) and len(c) == 1 and not unsafe(c, allowed) for c in chars)
         and len(set(chars)) == len(chars),
         '"chars" must list distinct single characters, no control characters but tab')
     shape, cfg = doc.get('config'), md.Config()
@@ -596,7 +648,7 @@ def load_checkpoint(path, resuming=False, flag='--checkpoint'):
     for name in MODEL_FIELDS:
         setattr(cfg, name, shape.get(name, getattr(cfg, name)))
         need(fits(getattr(cfg, name), LIMITS[name]), f'config {name} = {shape.get(name)!r:.40}')
-    cfg.padding = cfg.model == 'diffusion' and 'lengths' not in doc  # older: a --padding model
+    cfg.padding = cfg.model == 'diffusion' and not cfg.text and 'lengths' not in doc  # older
     need(cfg.n_embd % cfg.n_head == 0,
          f'config: n_embd {cfg.n_embd} is not a multiple of n_head {cfg.n_head}')
     need(cfg.model == 'diffusion' or cfg.denoiser == 'transformer', 'a GPT is the transformer')
@@ -611,7 +663,7 @@ def load_checkpoint(path, resuming=False, flag='--checkpoint'):
             for row in params[name]), f'{name} should be {n_rows} x {n_columns} finite numbers '
              'of at most 1e6')
     lengths = doc.get('lengths')
-    need(cfg.padding or cfg.model == 'gpt' or isinstance(lengths, list) and len(lengths) ==
+    need(not model_draws_length(cfg) or isinstance(lengths, list) and len(lengths) ==
          cfg.block_size and numbers(lengths, 1) and lengths[0] == 0 and min(lengths[1:]) > 0
          and abs(sum(lengths) - 1) < 1e-9, f'"lengths" must be {cfg.block_size} probabilities '
          'adding up to 1: 0 for the empty name, above 0 for every other length')
@@ -624,6 +676,10 @@ def load_checkpoint(path, resuming=False, flag='--checkpoint'):
                  for name in MODEL_FIELDS + ('padding',)),
              '"training" settings disagree with "config"')
     return model, training
+
+
+def model_draws_length(cfg):
+    return not (cfg.padding or cfg.text or cfg.model == 'gpt')
 
 
 def check_training_state(training, n_params, need):
@@ -692,7 +748,7 @@ def score_line(model, names, label, workers):
     return f'{label} {mean:.2f} nats/name{left_out}'
 
 
-def curve_chart(history, width=60, height=10):
+def curve_chart(history, unit='name', width=60, height=10):
     """A text chart of a run's history: the smoothed loss (·) and validation (o) by step."""
     points = [(row[0], row[2], '·') for row in history]
     points += [(row[0], row[3], 'o') for row in history if row[3] is not None]
@@ -705,10 +761,10 @@ def curve_chart(history, width=60, height=10):
     return [f'{high - span * r / (height - 1):7.2f} |' + ''.join(row)
             for r, row in enumerate(grid)] + [
         '        +' + '-' * width, f'         step 0{str(last):>{width - 6}}',
-        '         · smoothed loss   o validation (nats per name)']
+        f'         · smoothed loss   o validation (nats per {unit})']
 
 
-def curve_svg(history):
+def curve_svg(history, unit='name'):
     """The same chart as a self-contained SVG picture."""
     w, h, pad = 600, 300, 50
     values = [row[2] for row in history] + [row[3] for row in history if row[3] is not None]
@@ -729,7 +785,7 @@ def curve_svg(history):
             f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{high:.1f}</text>'
             f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{low:.1f}</text>'
             f'<text x="{w / 2}" y="{pad - 20}" text-anchor="middle">smoothed loss (blue) and '
-            f'validation (red), nats per name</text></svg>\n')
+            f'validation (red), nats per {unit}</text></svg>\n')
 
 
 def frames(trace, tok, size, start=()):
@@ -817,7 +873,7 @@ def setting(rule):
 
 
 TRAIN_SETTINGS = ('steps', 'model', 'batch_size', 'lr', 'seed', 'denoiser', 'n_embd', 'n_head',
-                  'n_layer', 'block_size', 'mlp_hidden', 'padding')
+                  'n_layer', 'block_size', 'mlp_hidden', 'padding', 'text')
 SAMPLE_SETTINGS = ('steps', 'temp_start', 'temp_end', 'temperature', 'remask', 'order', 'length')
 # What a left-to-right sampler (GPT's, or --order left-to-right) has no use for: it draws every
 # position, the end too, in order at the one --temperature, not by confidence.
@@ -826,16 +882,20 @@ FILE, SWITCH, SEED = dict(type=setting(None)), dict(action='store_true'), dict(t
 WORKERS = dict(type=setting((int, 1, 1024)), default=CPUS,
                help='processes (default: every CPU; results do not depend on it)')
 PADDING = 'the older model: names PAD-filled to the block, every PAD erased and predicted'
+SWITCHES = {'padding': PADDING, 'text': 'the data is running text (a book, code), not a list: '
+            f'windows of --block-size characters ({TEXT_BLOCK})'}
 # Each command: what it does, the settings it takes as flags (LIMITS checks them), its own flags
 COMMANDS = {
     'train': ('train a model and save a checkpoint', TRAIN_SETTINGS, [
-        ('--data', dict(FILE, default=DEFAULT_DATA, help='names, one per line (names.txt)')),
+        ('--data', dict(FILE, default=DEFAULT_DATA, help='names, one a line (names.txt); or text')),
         ('--curve', dict(FILE, metavar='FILE', help='also the training curve, an SVG picture')),
         ('--resume', dict(SWITCH, help='continue the run saved in --checkpoint')),
         ('--workers', dict(WORKERS, default=TRAIN_PROCESSES,
                            help='processes (default: every CPU; one under PyPy)'))]),
     'sample': ('print new names from a checkpoint', SAMPLE_SETTINGS, [
-        ('--num', dict(type=setting((int, 1, 10**15)), default=20, help='how many names (20)')),
+        ('--num', dict(type=setting((int, 1, 10**15)), help='how many names (20)')),
+        ('--chars', dict(type=setting((int, 1, 10**9)), help='running text: how many (500)')),
+        ('--prompt', dict(default='', help='running text: what it goes on from (nothing)')),
         ('--seed', SEED),
         ('--pattern', dict(help="fixed letters, '_' one to fill in, '*' any: m_r__, ka*, a*a")),
         ('--trace', dict(SWITCH, help='show each reverse step (stderr)')),
@@ -881,7 +941,8 @@ def build_parser():
             LIMITS, md.Config)
         for setting_name in settings or ():
             rule = limits[setting_name]  # an unset flag is None: the default, or the resumed run's
-            options = (dict(action='store_const', const=True, help=PADDING) if rule is bool else
+            options = (dict(action='store_const', const=True, help=SWITCHES[setting_name])
+                       if rule is bool else
                        dict(choices=rule) if isinstance(rule[0], str) else dict(type=setting(rule)))
             sub.add_argument('--' + setting_name.replace('_', '-'),
                              **{'help': f'({getattr(defaults, setting_name)})', **options})
@@ -906,7 +967,9 @@ def run_train(args, then=''):
     check_outputs([('--checkpoint', args.checkpoint), ('--curve', args.curve)],
                   [('--data', args.data)])
     cfg, stops = model.cfg, []  # a signal is only noted: training stops at a safe place
-    train_names, held_out = split_names(names, cfg.val_size)
+    train_names, held_out = split_data(names, cfg)
+    what = (f'{len(train_names):,} characters ({len(held_out):,} windows held out)' if cfg.text
+            else f'{len(train_names):,} names ({len(held_out):,} held out)')
     with one_writer(args.checkpoint), Workers(min(args.workers, cfg.batch_size)) as workers, \
             handling(STOP_SIGNALS, lambda number, frame: stops.append(number)):
         shape = (f'{cfg.n_layer} layers of {cfg.n_embd}, {cfg.n_head} heads' if
@@ -914,8 +977,8 @@ def run_train(args, then=''):
         say(f'resuming {args.checkpoint} at step {state["step"]} of {cfg.steps}' if state else
             f'training a {cfg.model} {cfg.denoiser} ({shape}, {cfg.block_size} positions'
             f'{", PAD-filled" if model.lengths is None and cfg.model != "gpt" else ""}; '
-            f'{len(md.flatten(model.params)):,} parameters) on {len(train_names):,} names '
-            f'({len(held_out):,} held out) for {cfg.steps} steps of {cfg.batch_size}')
+            f'{len(md.flatten(model.params)):,} parameters) on {what} for {cfg.steps} steps '
+            f'of {cfg.batch_size}')
         try:
             history = run_training(model, train_names, held_out, fingerprint(train_names),
                                    args.checkpoint, workers, state, data=os.path.abspath(
@@ -923,10 +986,11 @@ def run_train(args, then=''):
         except Interrupted as e:
             raise Interrupted(e.args[0], f'step {e.args[1]} saved in {args.checkpoint}; '
                               f'continue with "{resume_command(args)}"') from None
-    for line in curve_chart(history):
+    unit = 'window' if cfg.text else 'name'
+    for line in curve_chart(history, unit):
         say(line)
     if args.curve:
-        write_atomic(args.curve, curve_svg(history), '--curve')
+        write_atomic(args.curve, curve_svg(history, unit), '--curve')
         say(f'saved the training curve in {args.curve}')
     say(f'saved {args.checkpoint}{then}')
     return model
@@ -943,10 +1007,12 @@ def resume_command(args):
                       + ['--data', args.data] * (args.data != DEFAULT_DATA))
 
 
-def new_model(cfg, names):
-    """A fresh model for these names: their characters, and their p(length) if it draws one."""
-    lengths = md.length_odds(split_names(names, cfg.val_size)[0], cfg.block_size)
-    return md.Model.new(cfg, md.Tokenizer.from_names(names), lengths)
+def new_model(cfg, data):
+    """A fresh model for these names (or text): their characters, and p(length) if it draws
+    one, counted on the training names."""
+    lengths = None if cfg.text else md.length_odds(split_names(data, cfg.val_size)[0],
+                                                   cfg.block_size)
+    return md.Model.new(cfg, md.Tokenizer.from_names(data), lengths)
 
 
 def model_from_flags(args):
@@ -959,8 +1025,16 @@ def model_from_flags(args):
     if cfg.n_embd % cfg.n_head:
         raise UserError(f'--n-embd {cfg.n_embd} must be a multiple of --n-head {cfg.n_head}: '
                         'each head takes n_embd / n_head of the numbers')
-    names = read_names(args.data, *[cfg.longest()] * (args.block_size is not None))
-    if args.block_size is None:  # the longest name and its end (or a GPT's start token)
+    if cfg.text and cfg.padding:
+        raise UserError('--padding: running text has no ends to pad')
+    if cfg.text:
+        names, cfg.block_size = read_text(args.data), args.block_size or TEXT_BLOCK
+        if len(names) < 2 * cfg.block_size:  # a window to train on, and one held out
+            raise UserError(f'{args.data}: has {len(names)} characters; running text needs at '
+                            f'least {2 * cfg.block_size}, two windows of --block-size')
+    else:
+        names = read_names(args.data, *[cfg.longest()] * (args.block_size is not None))
+    if args.block_size is None and not cfg.text:  # the longest name and its end (or a start)
         cfg.block_size = max(map(len, names)) + 1
     problem = too_large(cfg, len(set(''.join(names))) + 2)
     if problem:
@@ -976,11 +1050,11 @@ def resumed(args):
     if state is None:
         raise UserError(f'{args.checkpoint}: has no training state to resume from (only a '
                         'checkpoint written by train holds one)')
-    names = read_names(args.data, model.cfg.longest())
+    names = read_data(args.data, model.cfg)
     if md.Tokenizer.from_names(names).chars != model.tok.chars:
         raise UserError(f"{args.data}: its characters differ from the checkpoint's vocabulary; "
                         'resume with the data it was trained on')
-    if fingerprint(split_names(names, state['settings']['val_size'])[0]) != \
+    if fingerprint(split_data(names, md.Config(**state['settings']))[0]) != \
             state['data_fingerprint']:
         raise UserError(f'{args.data}: is not the data {args.checkpoint} was trained on; '
                         'resume with the same file')
@@ -1021,13 +1095,19 @@ def sampling_from(args, model):
 
 
 def run_sample(args):
+    model, state = load_checkpoint(args.checkpoint)
+    if model.cfg.text:
+        return write_text(args, model)
+    if args.chars is not None or args.prompt:
+        raise UserError(f'--{"chars" if args.chars is not None else "prompt"}: {args.checkpoint} '
+                        'is a model of names; --num says how many')
+    args.num = args.num or 20
     for flag, needs in (('score_with', 'stats'), ('data', 'stats'), ('compare', 'animate')):
         if getattr(args, flag) is not None and not getattr(args, needs):
             raise UserError(f'--{flag.replace("_", "-")} is for --{needs}: use it with --{needs}')
     check_outputs([('--svg', args.svg)], [('--checkpoint', args.checkpoint), ('--data', args.data),
                                           ('--compare', args.compare),
                                           ('--score-with', args.score_with)])
-    model, state = load_checkpoint(args.checkpoint)
     how = sampling_from(args, model)
     if args.stats:  # everything read first: a bad file should fail before the sampling
         train_names, held_out, _ = training_split(model, state, args.data, args.checkpoint)
@@ -1071,19 +1151,49 @@ def run_sample(args):
                 (('samples', samples), ('held-out real names', held_out))))
 
 
+def write_text(args, model):
+    """sample from a model of running text: --chars characters after --prompt, written block
+    by block (a GPT's block: one character), each block printed as soon as it is decided."""
+    for flag in ('num', 'pattern', 'stats', 'length', 'data', 'svg', 'compare', 'score_with'):
+        if getattr(args, flag) not in (None, False):
+            raise UserError(f'--{flag.replace("_", "-")}: means nothing for running text; '
+                            '--chars and --prompt say what to write')
+    unknown = sorted(set(args.prompt) - set(model.tok.chars))
+    if unknown:
+        raise UserError(f'--prompt: {"".join(unknown)!r} is not in the vocabulary of '
+                        f'{args.checkpoint}')
+    how, tok, size = sampling_from(args, model), model.tok, model.cfg.block_size
+    context = size - 1 if model.cfg.model == 'gpt' else size // 2
+    animating = args.animate and on_terminal()
+    out(args.prompt, end='')
+    for number, (fresh, trace) in enumerate(md.write(
+            model.frozen(), [tok.ids[c] for c in args.prompt], args.chars or 500,
+            random.Random(f'{args.seed}:text'), how, context, args.trace or animating), 1):
+        window = trace[-1][3] if trace else []
+        start = window[:len(window) - len(fresh)] + [tok.MASK] * len(fresh)
+        if animating:
+            animate([[[show(f, tok, not os.environ.get('NO_COLOR'))
+                       for f in frames(trace, tok, len(window), start)]]], args.fps)
+        for i, t, T, tokens in trace if args.trace else ():
+            say(f'block {number}, step {i:3d}  t={t:.3f}  T={T:.3f}  {show(tokens, tok)!r}')
+        out(''.join(tok.chars[t] for t in fresh), end='')
+    out('')
+
+
 def training_split(model, state, data, checkpoint):
-    """(training names, held-out names, path) of the data a checkpoint was trained on: `data`
+    """(what trained, what was held out, path) of the data a checkpoint was trained on: `data`
     if given, else the file its training section names, if that is still the same data."""
     state = state or {}
     settings = state.get('settings') if isinstance(state.get('settings'), dict) else {}
     val_size = settings.get('val_size')
-    val_size = val_size if fits(val_size, LIMITS['val_size']) else md.Config.val_size
+    cfg = replace(model.cfg, val_size=val_size if fits(val_size, LIMITS['val_size']) else
+                  md.Config.val_size)
     if data:
-        return (*split_names(read_names(data, model.cfg.longest()), val_size), data)
+        return (*split_data(read_data(data, cfg), cfg), data)
     path = state.get('data')
     path = path if isinstance(path, str) and os.path.isfile(path) else DEFAULT_DATA
     with contextlib.suppress(UserError):
-        train_names, held_out = split_names(read_names(path), val_size)
+        train_names, held_out = split_data(read_data(path, cfg), cfg)
         if fingerprint(train_names) == state.get('data_fingerprint'):
             return train_names, held_out, path
     raise UserError(f'{checkpoint}: the data it was trained on is not at hand ({path} is not '
@@ -1115,15 +1225,20 @@ def run_eval(args):
                          f'NLL ({"GPT" if gpt else "left to right"}, exact)',
                          'exact, by the chain rule') if gpt or args.order == 'left-to-right' else
                         ('random orders', 'NELBO', f'one random order each, seed {args.seed}'))
-    if args.data:
-        sets = [(path, read_names(path, model.cfg.longest())) for path in args.data]
+    cfg, unit = model.cfg, 'window' if model.cfg.text else 'name'
+    if args.data:  # a text file is scored whole, in windows
+        sets = [(path, windows(read_text(path), cfg.block_size) if cfg.text else
+                 read_names(path, cfg.longest())) for path in args.data]
     else:
-        _, held_out, path = training_split(model, state, None, args.checkpoint)
+        trained, held_out, path = training_split(model, state, None, args.checkpoint)
         if not held_out:
             raise UserError(f'{args.checkpoint}: nothing of its data was held out; pass --data')
-        sets = [(f'{os.path.basename(path)} validation split', held_out)]
+        sets = [(f'{os.path.basename(path)} ' + ('held-out end' if cfg.text else
+                                                 'validation split'), held_out)]
     vocabulary = set(model.tok.chars)
     for label, names in sets:
+        if not names:
+            raise UserError(f'{label}: shorter than one window of {cfg.block_size} characters')
         for name in names:
             if not set(name) <= vocabulary:
                 raise UserError(f'{label}: {name!r} has {"".join(sorted(set(name) - vocabulary))!r}'
@@ -1133,22 +1248,26 @@ def run_eval(args):
     everything, all_estimates = [], []
     with Workers(args.workers) as workers:
         for label, names in sets:
-            progress = Progress(len(names), 'name')
+            progress = Progress(len(names), unit)
             estimates = nelbo_estimates(model, names, args.seed, workers, kind, progress)
             progress.finish()
-            mean, stderr, bits = summary(estimates, names)
-            out(f'{label}: {mean:.2f} {plus_minus} {stderr:.2f} nats/name, {bits:.3f} '
-                f'bits/char ({len(names)} names, {how})')
+            mean, stderr, bits = summary(estimates, names, cfg)
+            out(f'{label}: {mean:.2f} {plus_minus} {stderr:.2f} nats/{unit}, {bits:.3f} '
+                f'bits/char ({len(names)} {unit}s, {how})')
             everything, all_estimates = everything + names, all_estimates + estimates
-    mean, _, bits = summary(all_estimates, everything)
-    out(f'{title} {mean:.2f} nats/name  {bits:.3f} bits/char  ({len(everything)} names)')
+    mean, _, bits = summary(all_estimates, everything, cfg)
+    out(f'{title} {mean:.2f} nats/{unit}  {bits:.3f} bits/char  ({len(everything)} {unit}s)')
+    if cfg.text and not args.data:  # each window scored alone: the bigram sees across them
+        out(f'an add-one bigram counted on the training text: '
+            f'{bigram_bits(trained, held_out):.3f} bits/char')
 
 
-def summary(estimates, names):
-    """(mean nats a name, its standard error, bits a character, each name's end counted)."""
+def summary(estimates, names, cfg):
+    """(mean nats a name, its standard error, bits a character): a name's end counts as one
+    character; a window of text is characters only."""
     stderr = statistics.stdev(estimates) / math.sqrt(len(estimates)) if len(names) > 1 else 0.0
-    return (statistics.fmean(estimates), stderr,
-            sum(estimates) / math.log(2) / sum(len(n) + 1 for n in names))
+    return (statistics.fmean(estimates), stderr, sum(estimates) / math.log(2)
+            / sum(len(n) + (not cfg.text) for n in names))
 
 
 def run_forward(args):
@@ -1172,15 +1291,15 @@ def run_forward(args):
 
 def run_bench(args):
     """Figures for the current configuration, on this machine, in one process."""
-    names = read_names(args.data)
     # A step's cost depends on the weights (how many ReLU units are alive): time trained ones.
     if os.path.exists(args.checkpoint):
         model, weights = load_checkpoint(args.checkpoint)[0], f'the weights in {args.checkpoint}'
     else:
-        model = new_model(md.Config(), [n for n in names if len(n) < md.Config.block_size])
+        model = new_model(md.Config(), [n for n in read_names(args.data) if len(n) < 16])
         weights = 'freshly initialised weights (train first: trained ones cost differently)'
     cfg, tok, frozen = model.cfg, model.tok, model.frozen()
-    names = [n for n in names if len(n) <= cfg.longest() and set(n) <= set(tok.chars)]
+    names = [n for n in (windows(read_text(args.data), cfg.block_size) if cfg.text else
+                         read_names(args.data)) if len(n) <= cfg.longest() and set(n) <= set(tok.chars)]
     if not names:
         raise UserError(f'{args.data}: has no name this model can hold; pass --data')
     adam, rng = md.Adam(md.flatten(model.params), cfg), random.Random(0)  # the same names each run
@@ -1191,11 +1310,13 @@ def run_bench(args):
     masked = [tok.MASK if i in md.erasable(model, typical) else t for i, t in enumerate(typical)]
     for label, fn in (('training step (forward + backward + Adam)',
                        lambda i: md.train_step(model, adam, [picks[i]], i)),
-                      (f'forward pass, no graph, a name of median length: {len(masked)} '
+                      (f'forward pass, no graph, {"a window" if cfg.text else "a name of median length"}: {len(masked)} '
                        f'positions, {masked.count(tok.MASK)} masked',
                        lambda i: frozen.logits(masked, range(len(masked)))),
-                      ('sampled name',
-                       lambda i: md.sample_tokens(frozen, random.Random(i), md.Sampling()))):
+                      (f'written block of {cfg.block_size // 2} characters' if cfg.text else
+                       'sampled name', lambda i: list(md.write(
+                           frozen, [], cfg.block_size // 2, random.Random(i), md.Sampling(), 0))
+                       if cfg.text else md.sample_tokens(frozen, random.Random(i), md.Sampling()))):
         times = []
         for i in range(args.repeats):
             began = time.perf_counter()

@@ -64,8 +64,9 @@ class Config:
     val_names: int = 200    # held-out names per estimate (eval uses them all)
 
     def longest(self):
-        """The longest name the block holds: one position is the end, or a GPT's start."""
-        return self.block_size - (self.model == 'gpt' or not (self.padding or self.text))
+        """The longest name (or window) the block holds: one position is the end, or a GPT's
+        start; but a window of text, or a --padding diffusion name, may fill it."""
+        return self.block_size - (not self.text and (self.model == 'gpt' or not self.padding))
 
 
 # --- Tokenizer: a name is its characters, then PAD -------------------------------------------

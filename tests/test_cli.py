@@ -2,7 +2,9 @@
 
 import hashlib
 import json
+import math
 import os
+import random
 import re
 import shlex
 import shutil
@@ -864,6 +866,139 @@ class ReliabilityTest(Folder):
         result = run('bench', '--checkpoint', self.model, '--data', self.data, '--repeats', '40')
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn('graph per training step', result.stdout)
+
+
+def generated_text(size, seed=0):
+    """Running text made up here: sentences of a few words, lines of a few sentences."""
+    rng = random.Random(seed)
+    words = ['the', 'cat', 'dog', 'sat', 'on', 'a', 'mat', 'log', 'and', 'ran', 'far', 'away']
+    text = ''
+    while len(text) < size:
+        text += ' '.join(rng.choice(words) for _ in range(rng.randint(3, 7))) + '.'
+        text += '\n' if rng.random() < 0.3 else ' '
+    return text[:size]
+
+
+class TextTest(unittest.TestCase):
+    """Running text through the command line: windows, the held-out end, writing block after
+    block, eval's counting, and bad input."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.folder = tempfile.TemporaryDirectory()
+        cls.text = generated_text(1000)
+        cls.data = os.path.join(cls.folder.name, 'story.txt')
+        with open(cls.data, 'w') as f:
+            f.write(cls.text.replace('\n', '\r\n'))  # line ends are read as \n
+        cls.models = {kind: os.path.join(cls.folder.name, f'{kind}.json')
+                      for kind in ('diffusion', 'gpt')}
+        cls.trained = run_all([['train', '--text', '--data', cls.data, '--block-size', '16',
+                                '--steps', '20', '--model', kind, '--checkpoint', path,
+                                '--workers', '1', '--n-embd', '8', '--n-head', '2']
+                               for kind, path in cls.models.items()])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.folder.cleanup()
+
+    def test_windows_and_the_held_out_end(self):
+        for result in self.trained:
+            self.assertEqual(result.returncode, 0, result.stderr)
+            # 1,000 characters: the last tenth, 100, held out as 6 whole windows of 16
+            self.assertIn('on 900 characters (6 windows held out)', result.stderr)
+        with open(self.models['diffusion']) as f:
+            doc = json.load(f)
+        self.assertTrue(doc['config']['text'] and doc['training']['settings']['text'])
+        self.assertNotIn('lengths', doc)
+        self.assertIn('\n', doc['chars'])  # newlines are text
+        self.assertNotIn('\r', doc['chars'])
+
+    def test_eval_counts_every_held_out_character_once(self):
+        for kind, title in (('diffusion', 'NELBO'), ('gpt', r'NLL \(GPT, exact\)')):
+            result = run('eval', '--checkpoint', self.models[kind], '--workers', '1')
+            self.assertEqual(result.returncode, 0, result.stderr)
+            lines = result.stdout.strip().split('\n')
+            self.assertRegex(lines[0], r'story.txt held-out end: [\d.]+ .* nats/window, ')
+            found = re.search(title + r' ([\d.]+) nats/window  ([\d.]+) bits/char  \(6 windows\)',
+                              lines[1])
+            self.assertTrue(found, lines[1])
+            nats, bits = map(float, found.groups())
+            self.assertAlmostEqual(bits, nats / 16 / math.log(2), places=2)  # 16 a window
+            self.assertRegex(lines[2], r'^an add-one bigram counted on the training text: '
+                                       r'[\d.]+ bits/char$')
+
+    def test_writing_block_after_block(self):
+        vocabulary = set(self.text)
+        for kind in ('diffusion', 'gpt'):
+            result = run('sample', '--checkpoint', self.models[kind], '--chars', '37',
+                         '--prompt', 'the cat ', '--trace', '--steps', '4')
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertTrue(result.stdout.startswith('the cat '))
+            written = result.stdout[len('the cat '):-1]
+            self.assertEqual(len(written), 37)  # exactly as many, each a character of the text
+            self.assertTrue(set(written) <= vocabulary)
+            self.assertTrue(result.stdout.endswith('\n'))
+            # every step of every block keeps what was written before it in view
+            so_far = 'the cat '
+            for block in range(1, 100):
+                steps = re.findall(rf"block {block}, step +\d+ .*  '(.*)'\n", result.stderr)
+                if not steps:
+                    break
+                final = steps[-1].encode().decode('unicode_escape')
+                kept = len(final) - min(37 - (len(so_far) - 8), 16 - min(len(so_far), 15
+                                        if kind == 'gpt' else 8))
+                for shown in steps:
+                    shown = shown.encode().decode('unicode_escape')
+                    self.assertEqual(shown[:kept], so_far[len(so_far) - kept:])
+                    self.assertNotIn('_', shown[:kept])
+                so_far += final[kept:]
+            self.assertEqual(so_far, result.stdout[:-1])
+            again = run('sample', '--checkpoint', self.models[kind], '--chars', '37',
+                        '--prompt', 'the cat ', '--steps', '4')
+            self.assertEqual(again.stdout, result.stdout)  # the same seed, the same text
+
+    def test_bad_text_input(self):
+        empty, one = (os.path.join(self.folder.name, name) for name in ('empty.txt', 'one.txt'))
+        for path, content in ((empty, ''), (one, 'a')):
+            with open(path, 'w') as f:
+                f.write(content)
+        diffusion, names_model = self.models['diffusion'], os.path.join(self.folder.name, 'n.json')
+        with open(os.path.join(self.folder.name, 'names.txt'), 'w') as f:
+            f.write('\n'.join(NAMES) + '\n')
+        cases = [(['train', '--text', '--data', empty, '--checkpoint', 'x.json'],
+                  'has 0 characters; running text needs at least 64', 1),
+                 (['train', '--text', '--data', one, '--checkpoint', 'x.json'],
+                  'has 1 characters; running text needs at least 64', 1),
+                 (['sample', '--checkpoint', diffusion, '--prompt', 'the Ωmega'],
+                  "--prompt: 'Ω' is not in the vocabulary", 1),
+                 (['sample', '--checkpoint', diffusion, '--chars', '0'],
+                  '--chars: 0 is below the minimum, 1', 2),
+                 (['sample', '--checkpoint', diffusion, '--chars', '-5'], '--chars', 2),
+                 (['sample', '--checkpoint', diffusion, '--num', '3'],
+                  '--num: means nothing for running text', 1),
+                 (['sample', '--checkpoint', diffusion, '--pattern', 'ka*'],
+                  '--pattern: means nothing for running text', 1),
+                 (['sample', '--checkpoint', diffusion, '--stats'],
+                  '--stats: means nothing for running text', 1),
+                 (['train', '--text', '--padding', '--data', self.data, '--checkpoint', 'x.json'],
+                  '--padding: running text has no ends', 1),
+                 (['train', '--data', 'names.txt', '--checkpoint', names_model, '--steps', '2'],
+                  None, 0)]
+        for (args, message, status), result in zip(cases, run_all([c[0] for c in cases],
+                                                                  cwd=self.folder.name)):
+            with self.subTest(args=args):
+                self.assertEqual(result.returncode, status, result.stderr)
+                self.assertNotIn('Traceback', result.stderr)
+                if message:
+                    self.assertEqual(result.stderr.count('\n'), 1, result.stderr)
+                    self.assertIn(message, result.stderr)
+                    self.assertEqual(result.stdout, '')
+        for flag in ('--chars', '--prompt'):
+            result = run('sample', '--checkpoint', names_model, flag, '5')
+            self.assertEqual(result.returncode, 1)
+            self.assertIn(f'{flag}: ', result.stderr)
+            self.assertIn('is a model of names; --num says how many', result.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.folder.name, 'x.json')))
 
 
 if __name__ == '__main__':

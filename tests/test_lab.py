@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
 import os
 import random
 import sys
@@ -72,6 +73,34 @@ class DataTest(unittest.TestCase):
         random.Random(5).shuffle(shuffled)
         self.assertEqual(sorted(lab.split_names(shuffled, 1000)[1]), sorted(held))
         self.assertEqual(len(lab.split_names(names, 7)[1]), 7)
+
+
+class TextDataTest(unittest.TestCase):
+    """Running text: read whole, its end held out in windows, the bigram it is measured by."""
+
+    def test_read_split_and_bigram(self):
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, 'text.txt')
+            with open(path, 'wb') as f:
+                f.write(b'\xef\xbb\xbfab\r\nba\rab\tb')
+            self.assertEqual(lab.read_text(path), 'ab\nba\nab\tb')
+            with open(path, 'wb') as f:
+                f.write('abc'.encode('utf-16-le'))  # NULs: not UTF-8 text
+            with self.assertRaisesRegex(lab.UserError, 'control character'):
+                lab.read_text(path)
+        cfg = md.Config(text=True, block_size=4)
+        text = 'abcdefghijklmnopqrstuvwxyz' * 2  # 52 characters: the last 5 held out
+        trained, held_out = lab.split_data(text, cfg)
+        self.assertEqual(trained, text[:47])
+        self.assertEqual(held_out, [text[47:51]])  # whole windows only
+        trained, held_out = lab.split_data(text * 4, cfg)  # 208: 20 held out, 5 windows
+        self.assertEqual((len(trained), held_out), (188, lab.windows((text * 4)[188:], 4)))
+        self.assertEqual(len(held_out), 5)
+        # trained on 'ab': after a, b once in 1; after b, nothing. Two characters, add-one:
+        # the held-out 'bab' (its first b after the training text's last b) costs
+        # p(b|b) = 1/2, p(a|b) = 1/2, p(b|a) = 2/3
+        bits = lab.bigram_bits('ab', ['ba', 'b'])
+        self.assertAlmostEqual(bits, -(2 * math.log2(1 / 2) + math.log2(2 / 3)) / 3)
 
 
 class WorkerTest(unittest.TestCase):
