@@ -214,7 +214,8 @@ def windows(text, size):
 def bigram_bits(trained, held_out):
     """Bits per character of the held-out windows under an add-one bigram model counted on the
     training text, each character given the one before it in the file."""
-    pairs, firsts = collections.Counter(zip(trained, trained[1:])), collections.Counter(trained[:-1])
+    pairs = collections.Counter(zip(trained, trained[1:]))  # how often b follows a
+    firsts = collections.Counter(trained[:-1])  # how often a is followed by anything
     size, previous, bits = len(set(trained + ''.join(held_out))), trained[-1], 0.0
     for c in ''.join(held_out):
         bits -= math.log2((pairs[previous, c] + 1) / (firsts[previous] + size))
@@ -1298,8 +1299,8 @@ def run_bench(args):
         model = new_model(md.Config(), [n for n in read_names(args.data) if len(n) < 16])
         weights = 'freshly initialised weights (train first: trained ones cost differently)'
     cfg, tok, frozen = model.cfg, model.tok, model.frozen()
-    names = [n for n in (windows(read_text(args.data), cfg.block_size) if cfg.text else
-                         read_names(args.data)) if len(n) <= cfg.longest() and set(n) <= set(tok.chars)]
+    names = windows(read_text(args.data), cfg.block_size) if cfg.text else read_names(args.data)
+    names = [n for n in names if len(n) <= cfg.longest() and set(n) <= set(tok.chars)]
     if not names:
         raise UserError(f'{args.data}: has no name this model can hold; pass --data')
     adam, rng = md.Adam(md.flatten(model.params), cfg), random.Random(0)  # the same names each run
@@ -1310,8 +1311,8 @@ def run_bench(args):
     masked = [tok.MASK if i in md.erasable(model, typical) else t for i, t in enumerate(typical)]
     for label, fn in (('training step (forward + backward + Adam)',
                        lambda i: md.train_step(model, adam, [picks[i]], i)),
-                      (f'forward pass, no graph, {"a window" if cfg.text else "a name of median length"}: {len(masked)} '
-                       f'positions, {masked.count(tok.MASK)} masked',
+                      (f'forward pass, no graph, a {"window" if cfg.text else "name of median length"}'
+                       f': {len(masked)} positions, {masked.count(tok.MASK)} masked',
                        lambda i: frozen.logits(masked, range(len(masked)))),
                       (f'written block of {cfg.block_size // 2} characters' if cfg.text else
                        'sampled name', lambda i: list(md.write(

@@ -20,7 +20,6 @@ def float_loss(model, float_params, tokens, seed, t=0.5):
     return md.diffusion_loss(floats, tokens, t, random.Random(seed))
 
 
-
 class DataTest(unittest.TestCase):
 
     def test_tokenizer_round_trip(self):
@@ -54,7 +53,6 @@ class DataTest(unittest.TestCase):
         self.assertEqual(md.Batches(NAMES, cfg).at(13), batches.at(13))
         self.assertNotEqual(md.Batches(NAMES, md.Config(batch_size=4, seed=2)).at(0),
                             batches.at(0))
-
 
 
 class ModelTest(unittest.TestCase):
@@ -196,7 +194,6 @@ class ModelTest(unittest.TestCase):
         for fast_grad, plain_grad in zip(*grads):  # the same sums, added in another order
             self.assertTrue(math.isclose(fast_grad, plain_grad, rel_tol=1e-12, abs_tol=1e-14))
         self.assertTrue(any(grads[0]))
-
 
 
 class DiffusionTest(unittest.TestCase):
