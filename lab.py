@@ -1311,8 +1311,8 @@ def run_bench(args):
     masked = [tok.MASK if i in md.erasable(model, typical) else t for i, t in enumerate(typical)]
     for label, fn in (('training step (forward + backward + Adam)',
                        lambda i: md.train_step(model, adam, [picks[i]], i)),
-                      (f'forward pass, no graph, a {"window" if cfg.text else "name of median length"}'
-                       f': {len(masked)} positions, {masked.count(tok.MASK)} masked',
+                      (f'forward pass, no graph, a {"window" if cfg.text else "median name"}: '
+                       f'{len(masked)} positions, {masked.count(tok.MASK)} masked',
                        lambda i: frozen.logits(masked, range(len(masked)))),
                       (f'written block of {cfg.block_size // 2} characters' if cfg.text else
                        'sampled name', lambda i: list(md.write(
