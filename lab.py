@@ -211,16 +211,18 @@ def windows(text, size):
     return [text[i:i + size] for i in range(0, len(text) - size + 1, size)]
 
 
-def bigram_bits(trained, held_out):
-    """Bits per character of the held-out windows under an add-one bigram model counted on the
-    training text, each character given the one before it in the file."""
+def bigram_bits(trained, held_out, seen=0):
+    """Bits per character of the held-out windows (after the first `seen` characters of each)
+    under an add-one bigram model counted on the training text, each character given the one
+    before it in the file."""
     pairs = collections.Counter(zip(trained, trained[1:]))  # how often b follows a
     firsts = collections.Counter(trained[:-1])  # how often a is followed by anything
     size, previous, bits = len(set(trained + ''.join(held_out))), trained[-1], 0.0
-    for c in ''.join(held_out):
-        bits -= math.log2((pairs[previous, c] + 1) / (firsts[previous] + size))
+    for i, c in enumerate(''.join(held_out)):
+        if i % len(held_out[0]) >= seen:
+            bits -= math.log2((pairs[previous, c] + 1) / (firsts[previous] + size))
         previous = c
-    return bits / len(''.join(held_out))
+    return bits / (len(''.join(held_out)) - seen * len(held_out))
 
 
 def fingerprint(data):
@@ -340,9 +342,10 @@ def _local(model):
 
 
 # How a name is scored: an estimate of the NELBO, or an exact -log p in one order.
-ESTIMATES = {'random orders': md.nelbo, 'one pass': md.nelbo_one_pass,
-             'left-to-right': lambda model, tokens, rng: md.left_to_right_nll(model, tokens),
-             'gpt': lambda model, tokens, rng: md.gpt_loss(model, tokens)}
+ESTIMATES = {'random orders': md.nelbo,
+             'one pass': lambda model, tokens, rng, seen: md.nelbo_one_pass(model, tokens, rng),
+             'left-to-right': lambda model, tokens, rng, seen: md.left_to_right_nll(model, tokens),
+             'gpt': lambda model, tokens, rng, seen: md.gpt_loss(model, tokens, seen)}
 
 
 def _job(job):
@@ -354,7 +357,8 @@ def _job(job):
     if kind == 'samples':  # items: (seed, how, a list to trace the steps in or None)
         return [(model.tok.decode(md.sample_tokens(model, random.Random(seed), how, trace)),
                  trace) for seed, how, trace in items]
-    return [ESTIMATES[kind](model, tokens, random.Random(seed)) for tokens, seed in items]
+    return [ESTIMATES[kind](model, tokens, random.Random(seed), seen)
+            for tokens, seed, seen in items]
 
 
 def gradients_from(workers, model, stop):
@@ -371,11 +375,12 @@ def gradients_from(workers, model, stop):
     return gradients
 
 
-def nelbo_estimates(model, names, seed, workers, kind='random orders', progress=None):
+def nelbo_estimates(model, names, seed, workers, kind='random orders', progress=None, seen=0):
     """Each name's score in nats (see ESTIMATES), each from its own seeded random generator,
-    in shares of at most 50 names, so that progress shows however many there are."""
+    in shares of at most 50 names, so that progress shows however many there are; a window of
+    text's, with seen > 0, for what follows its first `seen` characters."""
     rng, estimates = random.Random(f'{seed}:nelbo'), []
-    items = [(model.encode(name), rng.getrandbits(64)) for name in names]
+    items = [(model.encode(name), rng.getrandbits(64), seen) for name in names]
     size = max(1, min(50, len(items) // 10))
     for share in workers.map(kind, model.frozen(),
                              (items[i:i + size] for i in range(0, len(items), size))):
@@ -897,6 +902,8 @@ COMMANDS = {
         ('--num', dict(type=setting((int, 1, 10**15)), help='how many names (20)')),
         ('--chars', dict(type=setting((int, 1, 10**9)), help='running text: how many (500)')),
         ('--prompt', dict(default='', help='running text: what it goes on from (nothing)')),
+        ('--context', dict(type=setting((int, 1, 255)), help='running text: characters kept '
+                           'in view as a block is written (3/4 of the window; a GPT: all)')),
         ('--seed', SEED),
         ('--pattern', dict(help="fixed letters, '_' one to fill in, '*' any: m_r__, ka*, a*a")),
         ('--trace', dict(SWITCH, help='show each reverse step (stderr)')),
@@ -916,6 +923,8 @@ COMMANDS = {
         ('--seed', dict(SEED, help='seed of the random orders')),
         ('--order', dict(choices=('any', 'left-to-right'), default='any',
                          help='left-to-right: the exact -log p in that one order')),
+        ('--context', dict(type=setting((int, 0, 255)), help='running text: score what '
+                           'follows the first N characters of each window, as sample writes')),
         ('--workers', WORKERS)]),
     'forward': ('show the forward (masking) process on a name', None, [
         ('name', {}), ('--seed', SEED), ('--padding', dict(SWITCH, help=PADDING)),
@@ -1099,9 +1108,10 @@ def run_sample(args):
     model, state = load_checkpoint(args.checkpoint)
     if model.cfg.text:
         return write_text(args, model)
-    if args.chars is not None or args.prompt:
-        raise UserError(f'--{"chars" if args.chars is not None else "prompt"}: {args.checkpoint} '
-                        'is a model of names; --num says how many')
+    for flag in ('chars', 'prompt', 'context'):
+        if getattr(args, flag):
+            raise UserError(f'--{flag}: {args.checkpoint} is a model of names; --num says how '
+                            'many')
     args.num = args.num or 20
     for flag, needs in (('score_with', 'stats'), ('data', 'stats'), ('compare', 'animate')):
         if getattr(args, flag) is not None and not getattr(args, needs):
@@ -1164,7 +1174,10 @@ def write_text(args, model):
         raise UserError(f'--prompt: {"".join(unknown)!r} is not in the vocabulary of '
                         f'{args.checkpoint}')
     how, tok, size = sampling_from(args, model), model.tok, model.cfg.block_size
-    context = size - 1 if model.cfg.model == 'gpt' else size // 2
+    context = args.context or (size - 1 if model.cfg.model == 'gpt' else 3 * size // 4)
+    if context >= size:
+        raise UserError(f'--context {context}: a window of {size} needs room to write in; give '
+                        f'at most {size - 1}')
     animating = args.animate and on_terminal()
     out(args.prompt, end='')
     for number, (fresh, trace) in enumerate(md.write(
@@ -1226,7 +1239,13 @@ def run_eval(args):
                          f'NLL ({"GPT" if gpt else "left to right"}, exact)',
                          'exact, by the chain rule') if gpt or args.order == 'left-to-right' else
                         ('random orders', 'NELBO', f'one random order each, seed {args.seed}'))
-    cfg, unit = model.cfg, 'window' if model.cfg.text else 'name'
+    cfg, unit, seen = model.cfg, 'window' if model.cfg.text else 'name', args.context or 0
+    if args.context is not None and not (cfg.text and seen < cfg.block_size
+                                         and kind != 'left-to-right'):
+        raise UserError(f'--context {seen}: scores what follows the start of a window of '
+                        f'running text, fewer than {cfg.block_size} characters, in any order')
+    if seen:
+        how += f'; each window\'s last {cfg.block_size - seen} characters given its first {seen}'
     if args.data:  # a text file is scored whole, in windows
         sets = [(path, windows(read_text(path), cfg.block_size) if cfg.text else
                  read_names(path, cfg.longest())) for path in args.data]
@@ -1250,25 +1269,25 @@ def run_eval(args):
     with Workers(args.workers) as workers:
         for label, names in sets:
             progress = Progress(len(names), unit)
-            estimates = nelbo_estimates(model, names, args.seed, workers, kind, progress)
+            estimates = nelbo_estimates(model, names, args.seed, workers, kind, progress, seen)
             progress.finish()
-            mean, stderr, bits = summary(estimates, names, cfg)
+            mean, stderr, bits = summary(estimates, names, cfg, seen)
             out(f'{label}: {mean:.2f} {plus_minus} {stderr:.2f} nats/{unit}, {bits:.3f} '
                 f'bits/char ({len(names)} {unit}s, {how})')
             everything, all_estimates = everything + names, all_estimates + estimates
-    mean, _, bits = summary(all_estimates, everything, cfg)
+    mean, _, bits = summary(all_estimates, everything, cfg, seen)
     out(f'{title} {mean:.2f} nats/{unit}  {bits:.3f} bits/char  ({len(everything)} {unit}s)')
     if cfg.text and not args.data:  # each window scored alone: the bigram sees across them
         out(f'an add-one bigram counted on the training text: '
-            f'{bigram_bits(trained, held_out):.3f} bits/char')
+            f'{bigram_bits(trained, held_out, seen):.3f} bits/char')
 
 
-def summary(estimates, names, cfg):
+def summary(estimates, names, cfg, seen=0):
     """(mean nats a name, its standard error, bits a character): a name's end counts as one
-    character; a window of text is characters only."""
+    character; a window of text its characters after the first `seen`."""
     stderr = statistics.stdev(estimates) / math.sqrt(len(estimates)) if len(names) > 1 else 0.0
     return (statistics.fmean(estimates), stderr, sum(estimates) / math.log(2)
-            / sum(len(n) + (not cfg.text) for n in names))
+            / sum(len(n) + (not cfg.text) - seen for n in names))
 
 
 def run_forward(args):

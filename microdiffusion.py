@@ -64,8 +64,7 @@ class Config:
     val_names: int = 200    # held-out names per estimate (eval uses them all)
 
     def longest(self):
-        """The longest name (or window) the block holds: one position is the end, or a GPT's
-        start; but a window of text, or a --padding diffusion name, may fill it."""
+        """Names hold one position for the end (or a GPT's start): text, --padding fill it."""
         return self.block_size - (not self.text and (self.model == 'gpt' or not self.padding))
 
 
@@ -283,8 +282,7 @@ def token_nll(logits, target, outputs):
 
 def erased_nll(model, tokens, erased):
     """Σ -log p(x_i) over the positions `erased`, with exactly those positions masked."""
-    mask_id = model.tok.MASK
-    noisy = [mask_id if i in erased else tok for i, tok in enumerate(tokens)]
+    noisy = [model.tok.MASK if i in erased else tok for i, tok in enumerate(tokens)]
     logits = model.logits(noisy, erased)
     return vsum([token_nll(lg, tokens[i], model.outputs) for i, lg in zip(erased, logits)])
 
@@ -305,8 +303,11 @@ def diffusion_loss(model, tokens, t, rng):
     unbiased estimate of ∫_{t_min}^1 f(t)/t dt: the NELBO's t >= t_min share, in nats per name,
     below the whole NELBO that validation reports (which adds -log p(length) too). A mask that
     erased nothing is drawn again, since it teaches nothing; weighing the sum by the chance
-    that a mask is not empty, 1 - (1 - t)^L, keeps the estimate unbiased."""
+    that a mask is not empty, 1 - (1 - t)^L, keeps the estimate unbiased. Running text: half
+    the windows as write() sees them, the first three quarters in view (Block Diffusion)."""
     positions = erasable(model, tokens)
+    if model.cfg.text and rng.random() < 0.5:
+        positions = positions[3 * len(tokens) // 4:]
     erased = []
     while not erased:
         erased = erase(positions, t, rng)
@@ -314,17 +315,17 @@ def diffusion_loss(model, tokens, t, rng):
     return erased_nll(model, tokens, erased) * weight
 
 
-def gpt_loss(model, tokens):
+def gpt_loss(model, tokens, seen=0):
     """GPT's loss, and its exact -log p(name) by the chain rule: from a start token, predict
-    each next token, the end (PAD) included. GPT never masks, so MASK's row of wte serves as
-    the start token, and the MASK logit stays out of the softmax as in diffusion."""
+    each next token, the end (PAD) included (from token `seen` on). GPT never masks, so MASK's
+    row of wte serves as the start token, and the MASK logit stays out of the softmax."""
     tok = model.tok
     name = tokens[:tokens.index(tok.PAD)] if tok.PAD in tokens else tokens
     inputs, targets = [tok.MASK] + name, name + [tok.PAD]
     if model.cfg.text:  # a window of running text has no end: the start, then its characters
         inputs, targets = inputs[:-1], targets[:-1]
-    logits = model.logits(inputs, range(len(inputs)))
-    return vsum([token_nll(lg, target, model.outputs) for lg, target in zip(logits, targets)])
+    logits = model.logits(inputs, range(seen, len(inputs)))
+    return vsum([token_nll(lg, y, model.outputs) for lg, y in zip(logits, targets[seen:])])
 
 
 # --- The reverse process: the sampler --------------------------------------------------------
@@ -391,10 +392,10 @@ def pattern_lengths(model, head, tail):
 
 
 def starting_point(model, how, rng):
-    """(tokens, candidates, drawn): where the reverse process starts, the tokens each position
-    may become, and whether a length was drawn. A length-first model draws n from p(length),
-    or from p(length | pattern), then starts from n blanks (the pattern's letters in place)
-    and the end. A GPT or --padding model starts from the block, its end still to be found."""
+    """(tokens, candidates, drawn): where the reverse process starts, what each position may
+    become, whether a length was drawn. A length-first model draws n from p(length | pattern),
+    and starts from n blanks (the pattern's letters in place) and the end; a GPT or --padding
+    model from the block, its end still to be found."""
     tok, (head, tail) = model.tok, how.pattern or ([], [])  # no pattern: '*', any name
     letters = list(range(len(tok.chars)))
     if model.cfg.text:  # a window of text: its characters and blanks, nothing else
@@ -520,7 +521,7 @@ def sample_left_to_right(model, rng, how, trace=None):
 
 # --- The ELBO: how well the model explains a name, in nats -----------------------------------
 
-def nelbo(model, tokens, rng):
+def nelbo(model, tokens, rng, seen=0):
     """An unbiased estimate of one name's negative ELBO, an upper bound on -log p(name): the
     length's -log p(n), then for absorbing diffusion over its L erasable positions (MDLM, RADD)
     the continuous-time bound, exactly
@@ -531,8 +532,8 @@ def nelbo(model, tokens, rng):
     of L positions are masked with probability C(L,k)·t^k·(1-t)^(L-k), any k of them alike, and
     ∫_0^1 (1/t)·C(L,k)·t^k·(1-t)^(L-k) dt = C(L,k)·(k-1)!·(L-k)!/L! = 1/k (a Beta integral).
     The first k positions of one random order are such a set, for every k at once: L forward
-    passes per estimate."""
-    positions = erasable(model, tokens)
+    passes per estimate. With seen > 0, the bound for the rest given the first `seen` tokens."""
+    positions = erasable(model, tokens)[seen:]
     order = rng.sample(positions, len(positions))
     return length_nll(model, tokens) + sum([erased_nll(model, tokens, sorted(order[:k])) / k
                                             for k in range(1, len(order) + 1)])
@@ -676,13 +677,13 @@ def sample(model, num=20, seed=0, how=None):
             for _ in range(num)]
 
 
-def write(model, prompt, n, rng, how, context, trace=False):
+def write(model, prompt, n, rng, how, context=None, trace=False):
     """n characters of running text after `prompt` (token ids), block after block: each block
-    keeps the last `context` characters visible, and the reverse process fills the rest of the
-    window (LLaDA's semi-autoregressive blocks; for a GPT, left to right). Yields each block's
-    new tokens and, if asked, its trace. With context = block_size - 1 a block is one character:
-    a GPT's sliding window."""
-    text = list(prompt)
+    keeps the last `context` characters visible (by default three quarters of the window, as
+    training showed it half the time), and the reverse process fills the rest (LLaDA's
+    semi-autoregressive blocks). Yields each block's new tokens and, if asked, its trace. With
+    context = block_size - 1 a block is one character: a GPT's sliding window."""
+    text, context = list(prompt), context or 3 * model.cfg.block_size // 4
     while n > 0:
         seen = text[max(0, len(text) - min(context, model.cfg.block_size - 1)):]
         blanks = seen + [model.tok.MASK] * min(model.cfg.block_size - len(seen), n)
