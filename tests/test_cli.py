@@ -945,8 +945,7 @@ class TextTest(unittest.TestCase):
                 if not steps:
                     break
                 final = steps[-1].encode().decode('unicode_escape')
-                kept = len(final) - min(37 - (len(so_far) - 8), 16 - min(len(so_far), 15
-                                        if kind == 'gpt' else 8))
+                kept = min(len(so_far), 15 if kind == 'gpt' else 12)  # in view: 3/4, a GPT all
                 for shown in steps:
                     shown = shown.encode().decode('unicode_escape')
                     self.assertEqual(shown[:kept], so_far[len(so_far) - kept:])
