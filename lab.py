@@ -986,7 +986,7 @@ def run_train(args, then=''):
                  cfg.denoiser == 'transformer' else f'{cfg.mlp_hidden} hidden units')
         say(f'resuming {args.checkpoint} at step {state["step"]} of {cfg.steps}' if state else
             f'training a {cfg.model} {cfg.denoiser} ({shape}, {cfg.block_size} positions'
-            f'{", PAD-filled" if model.lengths is None and cfg.model != "gpt" else ""}; '
+            f'{", PAD-filled" * (cfg.padding and cfg.model == "diffusion")}; '
             f'{len(md.flatten(model.params)):,} parameters) on {what} for {cfg.steps} steps '
             f'of {cfg.batch_size}')
         try:
