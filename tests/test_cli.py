@@ -80,7 +80,7 @@ class Folder(unittest.TestCase):
             f.write('\n'.join(NAMES) + '\n')
         cls.model = os.path.join(cls.shared.name, 'model.json')
         result = run('train', '--data', cls.data, '--steps', '40', '--denoiser', 'mlp',
-                     '--checkpoint', cls.model, '--workers', '1')
+                     '--batch-size', '4', '--checkpoint', cls.model, '--workers', '1')
         assert result.returncode == 0, result.stderr
 
     @classmethod
@@ -187,7 +187,7 @@ class ContractTest(Folder):
         # relative paths, as a user types them: the printed command must run from this folder
         shutil.copy(self.data, self.path('my names.txt'))
         args = ['train', '--data', 'my names.txt', '--steps', '300', '--denoiser', 'mlp',
-                '--checkpoint', 'run.json', '--workers', '1']
+                '--batch-size', '4', '--checkpoint', 'run.json', '--workers', '1']
         process = subprocess.Popen([sys.executable, SCRIPT, *args], stderr=subprocess.PIPE,
                                    stdout=subprocess.PIPE, text=True, cwd=self.folder.name)
         for line in process.stderr:  # the first progress line: training is under way
@@ -280,7 +280,7 @@ class ContractTest(Folder):
     def test_gpt_trains_evaluates_and_samples(self):
         gpt = self.path('gpt.json')
         result = run('train', '--model', 'gpt', '--data', self.data, '--steps', '8',
-                     '--checkpoint', gpt, '--workers', '2')
+                     '--batch-size', '4', '--checkpoint', gpt, '--workers', '2')
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn('val NLL', result.stderr)
         result = run('eval', '--checkpoint', gpt, '--data', self.data)
@@ -667,8 +667,8 @@ class ReliabilityTest(Folder):
     """Nothing clobbered, nothing lost: checkpoint paths, signals, workers, stderr, memory."""
 
     def train_args(self, checkpoint, *more):
-        return ['train', '--data', self.data, '--denoiser', 'mlp', '--checkpoint', checkpoint,
-                *more]
+        return ['train', '--data', self.data, '--denoiser', 'mlp', '--batch-size', '4',
+                '--checkpoint', checkpoint, *more]
 
     def start(self, checkpoint, *more):
         """A training run in the background, once its first line is out."""
@@ -893,8 +893,9 @@ class TextTest(unittest.TestCase):
         cls.models = {kind: os.path.join(cls.folder.name, f'{kind}.json')
                       for kind in ('diffusion', 'gpt')}
         cls.trained = run_all([['train', '--text', '--data', cls.data, '--block-size', '16',
-                                '--steps', '20', '--model', kind, '--checkpoint', path,
-                                '--workers', '1', '--n-embd', '8', '--n-head', '2']
+                                '--steps', '20', '--batch-size', '4', '--model', kind,
+                                '--checkpoint', path, '--workers', '1', '--n-embd', '8',
+                                '--n-head', '2']
                                for kind, path in cls.models.items()])
 
     @classmethod
