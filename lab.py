@@ -1327,12 +1327,18 @@ def run_bench(args):
     out(f'bench: {cfg.denoiser} with {len(adam.values):,} parameters, {weights}, batch size 1, '
         f'{sys.implementation.name} {sys.version.split()[0]}')
     typical = model.encode(sorted(picks, key=len)[len(picks) // 2])
-    masked = [tok.MASK if i in md.erasable(model, typical) else t for i, t in enumerate(typical)]
+    if cfg.model == 'gpt':  # what a GPT reads: the start token (MASK's row), then the letters
+        masked = [tok.MASK] + (typical[:typical.index(tok.PAD)] if tok.PAD in typical else
+                               typical[:-1])
+        seen = f'{len(masked)} positions, the start token and the letters'
+    else:
+        erasable = md.erasable(model, typical)
+        masked = [tok.MASK if i in erasable else t for i, t in enumerate(typical)]
+        seen = f'{len(masked)} positions, {masked.count(tok.MASK)} masked'
     for label, fn in (('training step (forward + backward + Adam)',
                        lambda i: md.train_step(model, adam, [picks[i]], i)),
                       (f'forward pass, no graph, a {"window" if cfg.text else "median name"}: '
-                       f'{len(masked)} positions, {masked.count(tok.MASK)} masked',
-                       lambda i: frozen.logits(masked, range(len(masked)))),
+                       f'{seen}', lambda i: frozen.logits(masked, range(len(masked)))),
                       (f'written block of {cfg.block_size // 2} characters' if cfg.text else
                        'sampled name', lambda i: list(md.write(
                            frozen, [], cfg.block_size // 2, random.Random(i), md.Sampling(), 0))

@@ -283,6 +283,13 @@ class ContractTest(Folder):
                      '--batch-size', '4', '--checkpoint', gpt, '--workers', '2')
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn('val NLL', result.stderr)
+        # bench's forward pass reads what a GPT reads: the start token and a name's letters
+        bench = run('bench', '--checkpoint', gpt, '--data', self.data, '--repeats', '3')
+        self.assertEqual(bench.returncode, 0, bench.stderr)
+        read = int(re.search(r'forward pass.*: (\d+) positions, the start token and the letters',
+                             bench.stdout).group(1))
+        self.assertLess(1, read)
+        self.assertLess(read, max(map(len, NAMES)) + 1)
         result = run('eval', '--checkpoint', gpt, '--data', self.data)
         self.assertRegex(result.stdout.strip().split('\n')[-1],
                          r'^NLL \(GPT, exact\) \d+\.\d+ nats/name  \d+\.\d+ bits/char  '
