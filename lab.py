@@ -40,8 +40,8 @@ MODEL_FIELDS = ('model', 'n_embd', 'n_head', 'n_layer', 'block_size', 'denoiser'
                 'text')
 # Running text: windows of 32 characters by default (most of what a small model can learn
 # about the next character lies within a few words, and a step's cost grows with the window);
-# the last tenth of the file is held out; a diffusion model writes half a window a block, the
-# other half, the end of the text so far, kept in view.
+# the last tenth of the file is held out; a diffusion model writes a quarter of a window a
+# block, keeping the three quarters before it, the end of the text so far, in view.
 TEXT_BLOCK, TEXT_HELD_OUT = 32, 0.1
 # What the lab takes on, checked before any work: past these a pure-Python run needs days or
 # gigabytes. A data file (names.txt is 0.2 MB); a model's weights; one name's attention scores,

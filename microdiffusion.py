@@ -303,11 +303,9 @@ def diffusion_loss(model, tokens, t, rng):
     unbiased estimate of ∫_{t_min}^1 f(t)/t dt: the NELBO's t >= t_min share, in nats per name,
     below the whole NELBO that validation reports (which adds -log p(length) too). A mask that
     erased nothing is drawn again, since it teaches nothing; weighing the sum by the chance
-    that a mask is not empty, 1 - (1 - t)^L, keeps the estimate unbiased. Running text: half
-    the windows as write() sees them, the first three quarters in view (Block Diffusion)."""
+    that a mask is not empty, 1 - (1 - t)^L, keeps the estimate unbiased. A window of running
+    text is masked as a name is (masking only its end, as write() fills it, measured worse)."""
     positions = erasable(model, tokens)
-    if model.cfg.text and rng.random() < 0.5:
-        positions = positions[3 * len(tokens) // 4:]
     erased = []
     while not erased:
         erased = erase(positions, t, rng)
@@ -679,8 +677,8 @@ def sample(model, num=20, seed=0, how=None):
 
 def write(model, prompt, n, rng, how, context=None, trace=False):
     """n characters of running text after `prompt` (token ids), block after block: each block
-    keeps the last `context` characters visible (by default three quarters of the window, as
-    training showed it half the time), and the reverse process fills the rest (LLaDA's
+    keeps the last `context` characters visible (by default three quarters of the window: the
+    more in view, the surer each guess), and the reverse process fills the rest (LLaDA's
     semi-autoregressive blocks). Yields each block's new tokens and, if asked, its trace. With
     context = block_size - 1 a block is one character: a GPT's sliding window."""
     text, context = list(prompt), context or 3 * model.cfg.block_size // 4
