@@ -393,7 +393,7 @@ def nelbo_estimates(model, names, seed, workers, kind='random orders', progress=
 def sample_names(model, n, seed, how, workers, trace=False):
     """n (name, trace) pairs, streamed as they are made: the same names as md.sample()."""
     rng, frozen = random.Random(f'{seed}:sample'), model.frozen()
-    if how.pattern and how.pattern[1] is not None and model.lengths:  # once, not per name
+    if how.pattern and how.pattern[1] is not None and model.length_first:  # once, not per name
         how.lengths = md.pattern_lengths(frozen, *how.pattern)
     shares = ([(rng.getrandbits(64), how, [] if trace else None) for _ in range(min(4, n - i))]
               for i in range(0, n, 4))
@@ -446,11 +446,11 @@ def run_training(model, train_names, val_names, data_fingerprint, checkpoint, wo
             raise UserError(f'{checkpoint}: could not save step {step} ({e.strerror or e}); '
                             f'{kept}') from None
 
+    gradients = gradients_from(workers, model, stop)
     try:
         while step < cfg.steps and step != stop_after and not stop():
             try:
-                loss = md.train_step(model, adam, batches.at(step), step,
-                                     gradients_from(workers, model, stop))
+                loss = md.train_step(model, adam, batches.at(step), step, gradients)
                 done = step + 1
                 validated = val_names and (done % cfg.val_every == 0 or done == cfg.steps)
                 if validated:  # one pass a name, always the same seed: only the model changes
@@ -487,7 +487,8 @@ class Progress:
 
     def __init__(self, total, unit, start=0):
         self.total, self.unit, self.start = total, unit, start
-        self.live, self.shown, self.began, self.said = on_terminal(), False, time.perf_counter(), 0
+        self.live, self.shown = on_terminal(), False
+        self.began = self.said = time.perf_counter()
 
     def update(self, done, detail='', force=False):
         now = time.perf_counter()
@@ -500,7 +501,7 @@ class Progress:
             self.shown = True
             say('\r' + line + '\033[K', end='')
         elif force or done == self.total or done % max(1, self.total // 10) == 0 or \
-                now - max(self.said, self.began) >= 60:
+                now - self.said >= 60:
             self.said = now
             say(line)
 
@@ -669,12 +670,12 @@ def load_checkpoint(path, resuming=False, flag='--checkpoint'):
             for row in params[name]), f'{name} should be {n_rows} x {n_columns} finite numbers '
              'of at most 1e6')
     lengths = doc.get('lengths')
-    need(not model_draws_length(cfg) or isinstance(lengths, list) and len(lengths) ==
+    model = md.Model(cfg, tok, {name: [[Value(float(x)) for x in row] for row in rows]
+                                for name, rows in params.items()}, lengths=lengths)
+    need(not model.length_first or isinstance(lengths, list) and len(lengths) ==
          cfg.block_size and numbers(lengths, 1) and lengths[0] == 0 and min(lengths[1:]) > 0
          and abs(sum(lengths) - 1) < 1e-9, f'"lengths" must be {cfg.block_size} probabilities '
          'adding up to 1: 0 for the empty name, above 0 for every other length')
-    model = md.Model(cfg, tok, {name: [[Value(float(x)) for x in row] for row in rows]
-                                for name, rows in params.items()}, lengths=lengths)
     training = doc.get('training') if isinstance(doc.get('training'), dict) else None
     if resuming and training:
         check_training_state(training, len(md.flatten(model.params)), need)
@@ -682,10 +683,6 @@ def load_checkpoint(path, resuming=False, flag='--checkpoint'):
                  for name in MODEL_FIELDS + ('padding',)),
              '"training" settings disagree with "config"')
     return model, training
-
-
-def model_draws_length(cfg):
-    return not (cfg.padding or cfg.text or cfg.model == 'gpt')
 
 
 def check_training_state(training, n_params, need):
@@ -856,14 +853,10 @@ class Parser(argparse.ArgumentParser):
 
 
 def setting(rule):
-    """An argparse type that reads a number and checks it by a rule of LIMITS; or with no rule,
-    a file name, which may not be empty."""
+    """An argparse type that reads a number and checks it by a rule of LIMITS."""
+    kind, low, high = rule
+
     def parse(text):
-        if rule is None and not text:
-            raise argparse.ArgumentTypeError('give a file name, not an empty one')
-        if rule is None:
-            return text
-        kind, low, high = rule
         try:
             value = kind(text)
         except ValueError:
@@ -878,13 +871,20 @@ def setting(rule):
     return parse
 
 
+def file_name(text):
+    """An argparse type for a path: not an empty one."""
+    if not text:
+        raise argparse.ArgumentTypeError('give a file name, not an empty one')
+    return text
+
+
 TRAIN_SETTINGS = ('steps', 'model', 'batch_size', 'lr', 'seed', 'denoiser', 'n_embd', 'n_head',
                   'n_layer', 'block_size', 'mlp_hidden', 'padding', 'text')
 SAMPLE_SETTINGS = ('steps', 'temp_start', 'temp_end', 'temperature', 'remask', 'order', 'length')
 # What a left-to-right sampler (GPT's, or --order left-to-right) has no use for: it draws every
 # position, the end too, in order at the one --temperature, not by confidence.
 NOT_LEFT_TO_RIGHT = ('temp_start', 'temp_end', 'remask', 'length')
-FILE, SWITCH, SEED = dict(type=setting(None)), dict(action='store_true'), dict(type=int, default=0)
+FILE, SWITCH, SEED = dict(type=file_name), dict(action='store_true'), dict(type=int, default=0)
 WORKERS = dict(type=setting((int, 1, 1024)), default=CPUS,
                help='processes (default: every CPU; results do not depend on it)')
 PADDING = 'the older model: names PAD-filled to the block, every PAD erased and predicted'
@@ -1315,7 +1315,8 @@ def run_bench(args):
     if os.path.exists(args.checkpoint):
         model, weights = load_checkpoint(args.checkpoint)[0], f'the weights in {args.checkpoint}'
     else:
-        model = new_model(md.Config(), [n for n in read_names(args.data) if len(n) < 16])
+        model = new_model(md.Config(), [n for n in read_names(args.data)
+                                        if len(n) < md.Config.block_size])
         weights = 'freshly initialised weights (train first: trained ones cost differently)'
     cfg, tok, frozen = model.cfg, model.tok, model.frozen()
     names = windows(read_text(args.data), cfg.block_size) if cfg.text else read_names(args.data)
@@ -1330,15 +1331,15 @@ def run_bench(args):
     if cfg.model == 'gpt':  # what a GPT reads: the start token (MASK's row), then the letters
         masked = [tok.MASK] + (typical[:typical.index(tok.PAD)] if tok.PAD in typical else
                                typical[:-1])
-        seen = f'{len(masked)} positions, the start token and the letters'
+        reads = f'{len(masked)} positions, the start token and the letters'
     else:
         erasable = md.erasable(model, typical)
         masked = [tok.MASK if i in erasable else t for i, t in enumerate(typical)]
-        seen = f'{len(masked)} positions, {masked.count(tok.MASK)} masked'
+        reads = f'{len(masked)} positions, {masked.count(tok.MASK)} masked'
     for label, fn in (('training step (forward + backward + Adam)',
                        lambda i: md.train_step(model, adam, [picks[i]], i)),
                       (f'forward pass, no graph, a {"window" if cfg.text else "median name"}: '
-                       f'{seen}', lambda i: frozen.logits(masked, range(len(masked)))),
+                       f'{reads}', lambda i: frozen.logits(masked, range(len(masked)))),
                       (f'written block of {cfg.block_size // 2} characters' if cfg.text else
                        'sampled name', lambda i: list(md.write(
                            frozen, [], cfg.block_size // 2, random.Random(i), md.Sampling(), 0))
