@@ -532,7 +532,7 @@ class BadInputTest(Folder):
                   (self.train(self.data) + ['--n-head', '0'], '--n-head: 0 is below the minimum'),
                   (self.train(self.data) + ['--n-layer', '100000'], 'above the maximum, 64'),
                   (self.train(self.data) + ['--n-embd', '12', '--n-head', '5'],
-                   'must be a multiple of --n-head 5'),
+                   'n_embd 12 is not a multiple of n_head 5'),
                   (self.train(self.data) + ['--n-embd', '1024', '--n-layer', '64'],
                    'more than 200,000 parameters'),
                   (self.train(self.data) + ['--n-embd', '8', '--n-head', '8', '--n-layer', '64',
@@ -635,14 +635,16 @@ class BadInputTest(Folder):
                      json.dumps(doc['chars'][0]), '"\\ud800"', 1)), chars),
                  (variant('nested.json', char([1])), chars),
                  (variant('twice.json', char(doc['chars'][1])), chars),
-                 (variant('gpt-mlp.json', lambda d: d['config'].update(model='gpt')),
-                  'a GPT is the transformer'),
+                 (variant('gpt-mlp.json', lambda d: d.update(version=2, config=dict(
+                     d['config'], model='gpt', denoiser='mlp'))), 'a GPT is the transformer'),
+                 (variant('no-such.json', lambda d: d.update(variant='gpt-mlp')),
+                  '"variant" must be one of'),
                  (variant('empty-name.json', lambda d: d['lengths'].__setitem__(0, 0.5)),
                   '"lengths" must be'),
                  (variant('huge-setting.json', lambda d: d['config'].update(n_embd='x' * 10**5)),
                   "config n_embd = 'xxxxx"),
-                 (variant('scores.json', lambda d: d['config'].update(
-                     denoiser='transformer', n_embd=8, n_head=8, n_layer=64, block_size=256)),
+                 (variant('scores.json', lambda d: d.update(variant='diffusion', config=dict(
+                     n_embd=8, n_head=8, n_layer=64, block_size=256))),
                   'more than 2,000,000 attention scores a name')]
         runs = [(['sample', '--checkpoint', path], message, path) for path, message in cases]
         runs += [(['eval', '--data', self.data, '--checkpoint', path], message, path)
@@ -916,7 +918,7 @@ class TextTest(unittest.TestCase):
             self.assertIn('on 900 characters (6 windows held out)', result.stderr)
         with open(self.models['diffusion']) as f:
             doc = json.load(f)
-        self.assertTrue(doc['config']['text'] and doc['training']['settings']['text'])
+        self.assertEqual(doc['variant'], 'text')
         self.assertNotIn('lengths', doc)
         self.assertIn('\n', doc['chars'])  # newlines are text
         self.assertNotIn('\r', doc['chars'])

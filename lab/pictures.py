@@ -1,0 +1,86 @@
+"""Pictures: the training curve as text and as SVG, and the reverse process as an animated
+SVG. Every SVG begins with the lab's mark, so that only its own pictures are ever replaced."""
+
+from html import escape
+
+from lab.files import PICTURE_HEAD
+from lab.terminal import marks
+
+
+def curve_chart(history, unit='name', width=60, height=10):
+    """A text chart of a run's history: the smoothed loss (·) and validation (o) by step."""
+    points = [(row[0], row[2], '·') for row in history]
+    points += [(row[0], row[3], 'o') for row in history if row[3] is not None]
+    low, high = min(p[1] for p in points), max(p[1] for p in points)
+    last, span = history[-1][0], (high - low) or 1.0
+    grid = [[' '] * width for _ in range(height)]
+    for step, value, mark in points:
+        x, y = round((step / last) * (width - 1)), round((high - value) / span * (height - 1))
+        grid[y][x] = 'o' if grid[y][x] == 'o' else mark
+    return [f'{high - span * r / (height - 1):7.2f} |' + ''.join(row)
+            for r, row in enumerate(grid)] + [
+        '        +' + '-' * width, f'         step 0{str(last):>{width - 6}}',
+        f'         · smoothed loss   o validation (nats per {unit})']
+
+
+def svg(width, height, body, font='font-family="sans-serif" font-size="12"'):
+    """A whole SVG document: the lab's mark, a white page, the body."""
+    return (f'{PICTURE_HEAD}<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
+            f'height="{height}" {font}><rect width="{width}" height="{height}" fill="white"/>'
+            f'{body}</svg>\n')
+
+
+def curve_svg(history, unit='name'):
+    """The same chart as a self-contained SVG picture."""
+    w, h, pad = 600, 300, 50
+    values = [row[2] for row in history] + [row[3] for row in history if row[3] is not None]
+    low, high, last = min(values), max(values), history[-1][0]
+
+    def xy(step, value):
+        return (pad + step / last * (w - 2 * pad),
+                h - pad - (value - low) / ((high - low) or 1.0) * (h - 2 * pad))
+    loss = ' '.join('%.1f,%.1f' % xy(row[0], row[2]) for row in history)
+    dots = ''.join('<circle cx="%.1f" cy="%.1f" r="4" fill="#d62728"/>' % xy(row[0], row[3])
+                   for row in history if row[3] is not None)
+    return svg(w, h, f'<polyline points="{loss}" fill="none" stroke="#1f77b4" '
+               f'stroke-width="1.5"/>{dots}'
+               f'<path d="M{pad} {pad}V{h - pad}H{w - pad}" fill="none" stroke="black"/>'
+               f'<text x="{pad}" y="{h - pad + 16}">0</text>'
+               f'<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">step {last}</text>'
+               f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{high:.1f}</text>'
+               f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{low:.1f}</text>'
+               f'<text x="{w / 2}" y="{pad - 20}" text-anchor="middle">smoothed loss (blue) and '
+               f'validation (red), nats per {unit}</text>')
+
+
+def frames(trace, tok, size, start=()):
+    """A name's states as pictures show them, from `start` (a pattern's fixed beginning, blanks
+    after it) through each step of its trace, all on `size` positions; whatever follows the
+    first PAD is not part of the name, so it is drawn as PAD."""
+    states = [list(start) + [tok.MASK] * (size - len(start))] + [t for *_, t in trace]
+    ends = [state.index(tok.PAD) if tok.PAD in state else len(state) for state in states]
+    return [state[:end] + [tok.PAD] * (size - end) for state, end in zip(states, ends)]
+
+
+def reverse_svg(rows, tok, seconds_per_frame=0.25):
+    """An animated SVG of the reverse process: each row a name's frames, shown in turn by
+    SVG's own animation (no script), the last one held, then again from the start."""
+    mask_mark, pad_mark = marks(tok)
+    count = max(len(row) for row in rows) + 6  # the finished names stay a while
+    width, height, groups = 40 + 14 * len(rows[0][0]), 30 + 24 * len(rows), []
+    for k in range(count):
+        texts = ''.join(f'<text x="20" y="{30 + 24 * r}">' + ''.join(
+            f'<tspan fill="#bbb">{escape(mask_mark)}</tspan>' if t == tok.MASK else
+            f'<tspan fill="#ddd">{escape(pad_mark)}</tspan>' if t == tok.PAD else
+            escape(tok.chars[t]) for t in row[min(k, len(row) - 1)]) + '</text>'
+            for r, row in enumerate(rows))
+        # frame k is visible from k/count to (k + 1)/count of the loop; the last to its end
+        times = [0, k / count, (k + 1) / count][(k == 0):3 - (k == count - 1)]
+        shown = ['hidden', 'visible', 'hidden'][(k == 0):3 - (k == count - 1)]
+        groups.append(f'<g visibility="hidden"><animate attributeName="visibility" '
+                      f'calcMode="discrete" values="{";".join(shown)}" keyTimes="'
+                      f'{";".join(f"{x:.4g}" for x in times)}" '
+                      f'dur="{count * seconds_per_frame:.2f}s" repeatCount="indefinite"/>'
+                      f'{texts}</g>')
+    return svg(width, height, ''.join(groups),
+               'font-family="monospace" font-size="20" xml:space="preserve"')

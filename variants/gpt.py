@@ -1,0 +1,70 @@
+"""GPT: the lesson's transformer reading left to right, trained to predict the next token.
+
+Diffusion erases letters anywhere and predicts them from both sides; a GPT (microGPT) sees
+only what came before. What changes:
+
+- logits: attention is causal, and the tokens are read one place to the right, behind a
+  start token, so position i's logits predict token i from tokens 0..i-1. MASK's row of wte
+  serves as the start token: a GPT never masks anything.
+- the end (PAD) is a prediction like a letter, not a length drawn first, and the loss is
+  p(name)'s exact -log by the chain rule, every token from those before it: one forward pass.
+- sampling fills one position after another (the lesson's left-to-right order, its only one),
+  so a pattern can fix only a beginning: 'ka*' or 'ka__', never 'k_a' or '*lyn'.
+
+    training   start e m m a        reverse   e m m _ _ _ ...
+               -> e  m m a .                  -> e m m a _ _ ...  (one token a step)
+"""
+
+import microdiffusion as md
+
+
+class GPT(md.Model):
+
+    def __init__(self, cfg, tok, params, lengths=None):
+        super().__init__(cfg, tok, params)
+        self.lengths = None  # no p(length): the end is predicted like a letter
+        self.outputs = self.outputs + [tok.PAD]
+
+    def logits(self, tokens, positions):
+        """For each position i, its logits given tokens[:i] alone: the start token and the
+        tokens before i are read (causal attention: nothing after i could count anyway)."""
+        start = [self.tok.MASK]
+        return md.transformer(self.params, self.cfg, start + tokens[:max(positions, default=0)],
+                              positions, causal=True)
+
+    def erasable(self, tokens):
+        return list(range(len(tokens)))  # every token is predicted, the end included
+
+    def length_nll(self, tokens):
+        return 0.0  # the end's -log p is among the tokens'
+
+    def loss(self, tokens, t, rng):
+        return self.nll(tokens)  # no noise: t and rng are not used
+
+    def nll(self, tokens, seen=0):
+        """-log p(tokens) exactly, by the chain rule (from token `seen` on, given those before)."""
+        logits = self.logits(tokens, range(seen, len(tokens)))
+        return md.vsum([md.token_nll(lg, target, self.outputs)
+                        for lg, target in zip(logits, tokens[seen:])])
+
+    def pattern_problem(self, head, tail):
+        mask = self.tok.MASK
+        if tail:
+            return "'*' may only come last for this model"
+        if mask in head and any(t != mask for t in head[head.index(mask):]):
+            return ('a GPT reads left to right, so it can only continue a fixed beginning (ka*, '
+                    'ka__); filling a blank before a fixed letter takes diffusion')
+        return None
+
+    def fills_left_to_right(self, how):
+        return True  # the only order a GPT can fill in: each token from those before it
+
+    def starting_point(self, how, rng, trace=None):
+        """The block: a pattern's beginning, then blanks that may be letters or the end (for a
+        pattern of fixed length, the end); the last position can only be the end, since the
+        start token takes one of the block's positions."""
+        tok, (head, tail) = self.tok, how.pattern or ([], [])
+        rest = self.cfg.block_size - len(head)
+        seq = head + [tok.MASK if tail is not None else tok.PAD] * rest
+        candidates = [self.outputs[:-1]] * len(head) + [self.outputs] * (rest - 1) + [[tok.PAD]]
+        return seq, candidates
