@@ -315,6 +315,10 @@ class Sampling:
     order: str = 'any'          # or 'left-to-right', one position at a time
     pattern: tuple = None       # (head, tail) from parse_pattern; None: any name
     lengths: list = None        # p(length | pattern), from pattern_lengths (computed once)
+    loop_passes: int = 0        # ReMDM's loop (remask_loop): the passes it makes; 0: none
+    loop_at: int = 0            # it starts once at most this many letters are still masked
+    loop_remask: int = 1        # decided letters put back under MASK a pass, at random
+    loop_temperature: float = 0.4  # its T, times `temperature` (where the schedule ends)
 
 
 def parse_pattern(pattern, model):
@@ -424,13 +428,33 @@ def sample_tokens(model, rng, how, trace=None):
     seq, candidates = model.starting_point(how, rng, trace)
     if model.fills_left_to_right(how):
         return fill_left_to_right(model, seq, candidates, how.temperature, rng, trace)
-    counts = masked_counts(seq.count(model.tok.MASK), how.steps)
+    blanks = [i for i, tok in enumerate(seq) if tok == model.tok.MASK]  # not a pattern's own
+    counts, loops = masked_counts(len(blanks), how.steps), how.loop_passes
     for i in range(how.steps, 0, -1):
         if counts[i - 1] == counts[i]:
             continue
         t = noise_at(i, how.steps)
         T = how.temperature * (how.temp_end + (how.temp_start - how.temp_end) * t)
         seq = reverse_step(model, seq, candidates, counts[i - 1], T, how.remask, rng)
+        if trace is not None:
+            trace.append((i, t, T, seq))
+        if loops and counts[i - 1] <= how.loop_at:
+            seq, loops = remask_loop(model, seq, candidates, blanks, how, rng, trace, i, t), 0
+    return seq
+
+
+def remask_loop(model, seq, candidates, blanks, how, rng, trace, i, t):
+    """ReMDM's loop (Wang et al., 2025): with most letters decided, loop_passes times put
+    loop_remask of the decided ones (among the blanks: never a pattern's own letters) back
+    under MASK, chosen at random, and predict every MASK again, leaving as many masked as
+    before. A letter decided early, when little else was known, gets a second look with its
+    neighbours in view: what decoding several letters in one pass got wrong can be undone."""
+    masked, T = seq.count(model.tok.MASK), how.temperature * how.loop_temperature
+    for _ in range(how.loop_passes):
+        decided = [j for j in blanks if seq[j] != model.tok.MASK]
+        again = set(rng.sample(decided, min(how.loop_remask, len(decided))))
+        seq = [model.tok.MASK if j in again else tok for j, tok in enumerate(seq)]
+        seq = reverse_step(model, seq, candidates, masked, T, how.remask, rng)
         if trace is not None:
             trace.append((i, t, T, seq))
     return seq

@@ -93,9 +93,9 @@ def read_json(path, flag):
             from None
 
 
-def load_checkpoint(path, resuming=False, flag='--checkpoint'):
+def load_checkpoint(path, resuming=False, flag='--checkpoint', of_names=False):
     """(model, the training section or None): what sample and eval use is checked here, and
-    what only --resume needs when resuming."""
+    what only --resume needs when resuming; of_names: refused if it is a model of text."""
     doc = read_json(path, flag)
 
     def need(condition, what):
@@ -145,6 +145,8 @@ def load_checkpoint(path, resuming=False, flag='--checkpoint'):
             lengths, 1) and lengths[0] == 0 and min(lengths[1:]) > 0 and abs(
             sum(lengths) - 1) < 1e-9, f'"lengths" must be {cfg.block_size} probabilities '
              'adding up to 1: 0 for the empty name, above 0 for every other length')
+    if of_names and isinstance(model, variants.Text):
+        raise UserError(f'{flag} {path}: is a model of running text; give a model of names')
     training = doc.get('training') if isinstance(doc.get('training'), dict) else None
     if resuming and training:
         check_training_state(training, model, version, need)

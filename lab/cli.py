@@ -7,17 +7,19 @@ import signal
 import sys
 
 import microdiffusion as md
+from lab.frontier import run_frontier
 from lab.reports import run_bench, run_eval, run_forward
 from lab.sampling import SAMPLE_SETTINGS, run_sample
 from lab.settings import LIMITS, SAMPLING_LIMITS, TEXT_BLOCK, fits
 from lab.terminal import Interrupted, UserError, out, say, unsafe
-from lab.training import DEFAULT_DATA, KIND_FLAGS, TRAIN_SETTINGS, run_train
+from lab.training import DEFAULT_DATA, KIND_FLAGS, ROOT, TRAIN_SETTINGS, run_train
 from lab.workers import CPUS, STOP_SIGNALS, TRAIN_PROCESSES, Workers, sample_names
 from lab.workers import without_cycle_collector
 from variants.mlp import MLPConfig
 from variants.padded import Sampling as PaddedSampling
 
 DEFAULT_CHECKPOINT = 'model.json'
+LOOP_FIELDS = ('loop_at', 'loop_passes', 'loop_remask', 'loop_temperature')
 
 
 class Parser(argparse.ArgumentParser):
@@ -44,6 +46,20 @@ def setting(rule):
                 f'{text} must be a finite number above {low} and below {high}')
         return value
     return parse
+
+
+def loop_setting(text):
+    """An argparse type for --loop AT,PASSES,REMASK[,TEMPERATURE]: ReMDM's loop's settings."""
+    parts = text.split(',')
+    try:
+        numbers = [int(x) for x in parts[:3]] + [float(x) for x in parts[3:]]
+    except ValueError:
+        numbers = []
+    if len(parts) not in (3, 4) or len(numbers) != len(parts) or not (
+            all(fits(x, SAMPLING_LIMITS[name]) for x, name in zip(numbers, LOOP_FIELDS))):
+        raise argparse.ArgumentTypeError(f'{text!r}: give AT,PASSES,REMASK[,TEMPERATURE] in '
+                                         'range, such as 2,4,1')
+    return dict(zip(LOOP_FIELDS, numbers))
 
 
 def file_name(text):
@@ -99,6 +115,22 @@ COMMANDS = {
         ('name', {}), ('--seed', SEED), ('--padding', dict(SWITCH, help=PADDING)),
         ('--block-size', dict(type=setting(LIMITS['block_size']), default=md.Config.block_size,
                               help=f'positions ({md.Config.block_size})'))]),
+    'frontier': ('measure samplers: the score of the new names against their share', None, [
+        ('--checkpoint', dict(FILE, action='append', default=[], help='a model of names '
+                              '(repeatable; model.json)')),
+        ('--score-with', dict(FILE, default=os.path.join(ROOT, 'models', 'gpt-long.json'),
+                              metavar='CHECKPOINT', help='the scorer (models/gpt-long.json)')),
+        ('--temperatures', dict(type=setting(SAMPLING_LIMITS['temperature']), nargs='+',
+                                default=[0.75, 1.0, 1.25, 1.5], help='(0.75 1 1.25 1.5)')),
+        ('--steps', dict(type=setting(SAMPLING_LIMITS['steps']), nargs='+', default=[64],
+                         help='each a curve (64)')),
+        ('--loop', dict(type=loop_setting, action='append', default=[], help='each a curve '
+                        'besides no loop: AT,PASSES,REMASK[,TEMPERATURE]')),
+        ('--seeds', dict(type=int, nargs='+', default=[0, 1, 2], help='(0 1 2)')),
+        ('--num', dict(type=setting((int, 1, 10**7)), default=1000, help='names a seed (1000)')),
+        ('--data', dict(FILE, help="the training data (each checkpoint's own)")),
+        ('--svg', dict(FILE, metavar='FILE', help='the curves, an SVG picture')),
+        ('--workers', WORKERS)]),
     'bench': ('time training steps, forward passes, samples', (), [
         ('--data', dict(FILE, default=DEFAULT_DATA, help='names to time (names.txt)')),
         ('--repeats', dict(type=setting((int, 3, 10**6)), default=30, help='timings (30)'))])}
@@ -133,15 +165,19 @@ def build_parser():
 
 
 def run_lab(args):
-    """python microdiffusion.py: train on names.txt with the defaults, then print 20 names."""
-    model, _, _ = run_train(build_parser().parse_args(['train']), '; 20 new names:')
+    """python microdiffusion.py: train on names.txt with the defaults, then print 20 names,
+    each one the model remembered marked as such: what it invented is the rest."""
+    model, train, held_out = run_train(build_parser().parse_args(['train']), saved=False)
     with Workers(min(CPUS, 4)) as workers:
-        for name, _ in sample_names(model, 20, 0, md.Sampling(), workers):
-            out(name)
+        names = [name for name, *_ in sample_names(model, 20, 0, md.Sampling(), workers)]
+    trained, held = set(train), set(held_out)
+    say(f'saved {DEFAULT_CHECKPOINT}; 20 names, {sum(n not in trained for n in names)} new:')
+    for name in names:
+        out(name + ('  (trained on)' if name in trained else '  (held out)' * (name in held)))
 
 
 RUN = {None: run_lab, 'train': run_train, 'sample': run_sample, 'eval': run_eval,
-       'forward': run_forward, 'bench': run_bench}
+       'forward': run_forward, 'frontier': run_frontier, 'bench': run_bench}
 
 
 def stop(number, frame):

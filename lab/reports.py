@@ -14,12 +14,13 @@ import variants
 from lab.checkpoint import load_checkpoint
 from lab.data import read_names, read_text, windows
 from lab.terminal import Progress, UserError, marks, out, show, unsafe
-from lab.workers import Workers, nelbo_estimates
+from lab.workers import Workers, enough, nelbo_estimates
 from value import topological_order
 
 
-def sample_report(samples, train_names, held_out, block_size):
-    """Lines describing sampled names against the data: new, unique, length."""
+def sample_report(samples, train_names, held_out, block_size, passes=()):
+    """Lines describing sampled names against the data: new, unique, remembered, their
+    lengths, and the forward passes they took."""
     train, held, data = set(train_names), set(held_out), train_names + held_out
     new = [s for s in samples if s not in train]
 
@@ -31,11 +32,27 @@ def sample_report(samples, train_names, held_out, block_size):
     return [f'{len(samples)} names: {len(new) / len(samples):.1%} new (not in the training data; '
             f'{sum(1 for s in new if s in held)} of them are held-out real names), '
             f'{len(set(samples)) / len(samples):.1%} unique',
+            memorisation(samples, train, held)] + (
+            [f'forward passes a name: {statistics.fmean(passes):.2f}'] if passes else []) + [
             f'mean length {statistics.fmean(map(len, samples)):.2f} (data '
             f'{statistics.fmean(map(len, data)):.2f}), length histogram total variation {tv:.3f}',
             'length    data  samples   (each # is 2% of names)'] + [
         f'{length:6d}  {a:6.1%}  {b:6.1%}   {"#" * round(a * 50):<20s}|{"#" * round(b * 50)}'
         for length, (a, b) in enumerate(zip(theirs, mine)) if a or b]
+
+
+def memorisation(samples, train, held):
+    """How much more often the training names come out than real names the model never saw,
+    each per name of its set (distinct names): near 1 for a model that generalises, far above
+    1 for one that copies; too few hits of either set and it tells nothing."""
+    made = set(samples)
+    hits = len(made & train), len(made & held)
+    counts = (f'{hits[0]:,} of the {len(train):,} training names came out, {hits[1]:,} of '
+              f'the {len(held):,} held-out ones')
+    if min(hits) < 10:
+        return f'memorisation: too few hits to tell ({counts})'
+    ratio = (hits[0] / len(train)) / (hits[1] / len(held))
+    return f'memorisation: {ratio:.2f} ({counts}; 1: as often as real names it never saw)'
 
 
 def score_kind(model):
@@ -64,8 +81,10 @@ def run_eval(args):
                          'exact, by the chain rule') if gpt or args.order == 'left-to-right' else
                         ('random orders', 'NELBO', f'one random order each, seed {args.seed}'))
     cfg, unit, seen = model.cfg, 'window' if text else 'name', args.context or 0
-    if args.context is not None and not (text and seen < cfg.block_size
-                                         and kind != 'left-to-right'):
+    if args.context is not None and not text:
+        raise UserError(f'--context: scores what follows the start of a window of running '
+                        f'text; {args.checkpoint} is a model of names')
+    if args.context is not None and not (seen < cfg.block_size and kind != 'left-to-right'):
         raise UserError(f'--context {seen}: scores what follows the start of a window of '
                         f'running text, fewer than {cfg.block_size} characters, in any order')
     if seen:
@@ -90,11 +109,14 @@ def run_eval(args):
     # '±', or '+/-' where stdout's encoding has none (PYTHONIOENCODING=ascii)
     plus_minus = '±' if '±'.encode(sys.stdout.encoding or 'ascii', 'replace') != b'?' else '+/-'
     everything, all_estimates = [], []
-    with Workers(args.workers) as workers:
+    with Workers(enough(args.workers, max(len(names) for _, names in sets))) as workers:
         for label, names in sets:
             progress = Progress(len(names), unit)
-            estimates = nelbo_estimates(model, names, args.seed, workers, kind, progress, seen)
-            progress.finish()
+            try:
+                estimates = nelbo_estimates(model, names, args.seed, workers, kind, progress,
+                                            seen)
+            finally:
+                progress.finish()
             mean, stderr, bits = summary(estimates, names, text, seen)
             out(f'{label}: {mean:.2f} {plus_minus} {stderr:.2f} nats/{unit}, {bits:.3f} '
                 f'bits/char ({len(names)} {unit}s, {how})')

@@ -16,14 +16,16 @@ from lab.reports import sample_report, score_line
 from lab.settings import LIMITS, Validation, fits
 from lab.terminal import UserError, animate, marks, on_terminal, out, say, show
 from lab.training import DEFAULT_DATA
-from lab.workers import Workers, sample_names
+from lab.workers import Workers, enough, sample_names
 from variants.padded import Sampling as PaddedSampling
 from variants.text import write
 
-SAMPLE_SETTINGS = ('steps', 'temp_start', 'temp_end', 'temperature', 'remask', 'order', 'length')
+LOOP = ('loop_passes', 'loop_at', 'loop_remask', 'loop_temperature')
+SAMPLE_SETTINGS = ('steps', 'temp_start', 'temp_end', 'temperature', 'remask', 'order',
+                   'length') + LOOP
 # What a left-to-right sampler (GPT's, or --order left-to-right) has no use for: it draws every
 # position, the end too, in order at the one --temperature, not by confidence.
-NOT_LEFT_TO_RIGHT = ('temp_start', 'temp_end', 'remask', 'length')
+NOT_LEFT_TO_RIGHT = ('temp_start', 'temp_end', 'remask', 'length') + LOOP
 
 
 def sampling_from(args, model):
@@ -41,6 +43,10 @@ def sampling_from(args, model):
     if args.length == 'along' and not padded:
         raise UserError('--length along: this model draws its length from p(length) before any '
                         'letter; only a --padding model finds its end along with the letters')
+    for name in LOOP if args.length == 'along' else ():
+        if getattr(args, name) is not None:
+            raise UserError(f'--{name.replace("_", "-")}: the loop re-masks the letters of a name '
+                            'whose end is placed first; --length along finds it with them')
     try:
         how.pattern = args.pattern and md.parse_pattern(args.pattern, model)
     except ValueError as e:
@@ -66,16 +72,18 @@ def run_sample(args):
     how = sampling_from(args, model)
     if args.stats:  # everything read first: a bad file should fail before the sampling
         train_names, held_out, _ = training_split(model, state, args.data, args.checkpoint)
-    scorer = args.score_with and load_checkpoint(args.score_with, flag='--score-with')[0]
-    other = args.compare and load_checkpoint(args.compare, flag='--compare')[0]
+    scorer = args.score_with and load_checkpoint(args.score_with, flag='--score-with',
+                                                 of_names=True)[0]
+    other = args.compare and load_checkpoint(args.compare, flag='--compare', of_names=True)[0]
     animating = args.animate and on_terminal()  # else exactly as without --animate
     models = [model] + [other] * bool(animating and other)
-    start, samples, pictured, reader_left = how.pattern[0] if how.pattern else [], [], [], False
-    with Workers(min(args.workers, args.num)) as workers:
+    start, samples, passes, pictured = how.pattern[0] if how.pattern else [], [], [], []
+    reader_left = False
+    with Workers(enough(args.workers, args.num, 4)) as workers:
         results = zip(*[sample_names(m, args.num, args.seed, how if m is model else md.Sampling(
             temperature=how.temperature, order=how.order), workers,
             bool(args.trace or args.svg or animating)) for m in models])
-        for number, ((name, trace), *_) in enumerate(
+        for number, ((name, trace, made_in), *_) in enumerate(
                 animated(results, models, start, args) if animating else results, start=1):
             if args.trace:
                 say(f'name {number}: reverse process ("{{}}" is MASK, "{{}}" is PAD)'.format(
@@ -91,25 +99,31 @@ def run_sample(args):
                 reader_left = True
             if reader_left and (not args.svg or len(pictured) == min(8, args.num)):
                 break
-            samples += [name] * bool(args.stats)
+            if args.stats:
+                samples.append(name)
+                passes.append(made_in)
     if args.svg:
         write_atomic(args.svg, reverse_svg(pictured, model.tok), '--svg')
     if reader_left:
         raise BrokenPipeError  # main ends quietly
-    for line in sample_report(samples, train_names, held_out, model.cfg.block_size) \
-            if args.stats else ():
+    for line in sample_report(samples, train_names, held_out, model.cfg.block_size,
+                              passes) if args.stats else ():
         say(line)
     if scorer:
-        with Workers(args.workers) as workers:
+        trained = set(train_names)
+        new = [name for name in samples if name not in trained]
+        with Workers(enough(args.workers, max(len(samples), len(held_out)))) as workers:
             say(f'scored by {args.score_with}: ' + '; '.join(
                 score_line(scorer, names, label, workers) for label, names in
-                (('samples', samples), ('held-out real names', held_out))))
+                (('samples', samples), (f'the {len(new)} new ones', new),
+                 ('held-out real names', held_out))))
 
 
 def write_text(args, model):
     """sample from a model of running text: --chars characters after --prompt, written block
     by block (a GPT's block: one character), each block printed as soon as it is decided."""
-    for flag in ('num', 'pattern', 'stats', 'length', 'data', 'svg', 'compare', 'score_with'):
+    for flag in ('num', 'pattern', 'stats', 'length', 'data', 'svg', 'compare', 'score_with',
+                 *LOOP):
         if getattr(args, flag) not in (None, False):
             raise UserError(f'--{flag.replace("_", "-")}: means nothing for running text; '
                             '--chars and --prompt say what to write')
@@ -169,7 +183,7 @@ def animated(results, models, start, args):
         if len(block) < min(left, max(1, shutil.get_terminal_size((80, 24)).lines - 2)):
             continue
         animate([[[show(f, m.tok, colour) for f in frames(trace, m.tok, m.cfg.block_size, s)]
-                  for m, s, (_, trace) in zip(models, starts, row)] for row in block], args.fps)
+                  for m, s, (_, trace, _) in zip(models, starts, row)] for row in block], args.fps)
         yield from block
         left -= len(block)
         block = []

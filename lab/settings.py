@@ -20,7 +20,9 @@ LIMITS = {'n_embd': (int, 1, 1024), 'n_head': (int, 1, 1024), 'n_layer': (int, 1
 SAMPLING_LIMITS = {'steps': (int, 1, 10**6), 'temp_start': (float, 0, 100),
                    'temp_end': (float, 0, 100), 'temperature': (float, 0, 100),
                    'remask': ('confidence', 'random'), 'order': ('any', 'left-to-right'),
-                   'length': ('first', 'along')}
+                   'length': ('first', 'along'), 'loop_passes': (int, 0, 10**4),
+                   'loop_at': (int, 0, 255), 'loop_remask': (int, 1, 255),
+                   'loop_temperature': (float, 0, 100)}
 # A model's weights; one name's attention scores, n_layer · n_head · block_size², ~450 bytes
 # each of a training step's graph (2 million: 0.9 GB); a weight a checkpoint may hold.
 MAX_PARAMS, MAX_SCORES, MAX_WEIGHT = 200_000, 2_000_000, 1e6

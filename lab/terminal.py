@@ -3,9 +3,14 @@ for a mistake the user can fix, and the reverse process drawn in place on a term
 
 import contextlib
 import os
+import re
+import shutil
 import sys
 import time
 import unicodedata
+
+
+ESCAPES = re.compile('\033\\[[0-9;?]*[A-Za-z]')  # what a terminal draws nothing for
 
 
 class UserError(Exception):
@@ -94,14 +99,18 @@ def show(tokens, tok, colour=False):
 
 def animate(block, fps):
     """Draw a block of rows in place on stderr, frame by frame, each row one list of painted
-    frames per model side by side, a finished row keeping its last frame; the terminal is
-    given back as it was whatever stops it (a signal raises KeyboardInterrupt: lab.cli)."""
+    frames per model side by side, a finished row keeping its last frame. A row is one line
+    (a newline in running text drawn as ⏎, a tab as →) or as many as it wraps onto; the
+    terminal is given back as it was whatever stops it (a signal: KeyboardInterrupt)."""
+    columns, lines = max(1, shutil.get_terminal_size().columns), 0  # lines: the last frame's
     say('\033[?25l', end='')  # hide the cursor while drawing
     try:
         for k in range(max(len(frames) for row in block for frames in row)):
-            say(f'\033[{len(block)}A' * (k > 0) + ''.join(  # back to the block's first line
-                '\r\033[K' + '    '.join(f[min(k, len(f) - 1)] for f in row) + '\n'
-                for row in block), end='')
+            rows = ['    '.join(f[min(k, len(f) - 1)] for f in row).replace('\n', '⏎')
+                    .replace('\t', '→') for row in block]
+            say(f'\033[{lines}A' * bool(lines) + ''.join(  # back to the block's first line
+                '\r\033[K' + row + '\n' for row in rows), end='')
+            lines = sum(-(-len(ESCAPES.sub('', row)) // columns) or 1 for row in rows)
             time.sleep(1 / fps)
     finally:
         say('\033[0m\033[?25h', end='')  # the terminal as it was

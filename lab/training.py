@@ -24,8 +24,8 @@ from lab.workers import STOP_SIGNALS, Workers, gradients_from, nelbo_estimates
 TRAIN_SETTINGS = ('steps', 'batch_size', 'lr', 'seed', 'n_embd', 'n_head', 'n_layer',
                   'block_size', 'mlp_hidden')  # Config fields; the kind of model: KIND_FLAGS
 KIND_FLAGS = ('model', 'denoiser', 'padding', 'text')
-DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            'names.txt')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # microdiffusion.py's
+DEFAULT_DATA = os.path.join(ROOT, 'names.txt')
 
 
 @contextlib.contextmanager
@@ -55,10 +55,11 @@ def noting(stops):
 def run_training(model, train, held_out, data_fingerprint, checkpoint, workers, state=None,
                  stop_after=None, stop=lambda: 0, data=None, validation=Validation()):
     """Train model.params in place up to model.cfg.steps (continuing from `state`), saving the
-    checkpoint at every validation and at the end. Once stop() names a signal, the step under
-    way is dropped (Adam untouched), the last one saved, and Interrupted raised; a loss that is
-    not finite, or weights no checkpoint may hold, raise UserError with the checkpoint as it
-    was. stop_after (tests) ends it early."""
+    checkpoint at every validation and at the end. Once stop() names a signal, or memory runs
+    out, the step under way is dropped (Adam untouched), the last one saved, and Interrupted
+    raised, with the signal's number or 'memory'; a loss that is not finite, or weights no
+    checkpoint may hold, raise UserError with the checkpoint as it was. stop_after (tests)
+    ends it early."""
     cfg, adam = model.cfg, md.Adam(md.flatten(model.params), model.cfg)
     step, saved_at, smooth, weight, history = 0, None, 0.0, 0.0, []  # saved_at: on disk
     if state:
@@ -88,8 +89,14 @@ def run_training(model, train, held_out, data_fingerprint, checkpoint, workers, 
     def kept():
         return 'nothing was saved' if saved_at is None else f'it still holds step {saved_at}'
 
+    def diverged(reason):
+        return UserError(f'training diverged at step {step + 1} ({reason}); {checkpoint} ' + (
+            'is untouched' if saved_at is None else f'keeps step {saved_at}') +
+            '; try a smaller --lr')
+
     # The one seam: the lesson's train_step computes the batch itself, unless workers share it.
     gradients = gradients_from(workers, model, stop) if workers.n > 1 else None
+    short_of_memory = False
     try:
         while step < cfg.steps and step != stop_after and not stop():
             try:
@@ -101,18 +108,13 @@ def run_training(model, train, held_out, data_fingerprint, checkpoint, workers, 
                         'exact' if exact else 'one pass')))
             except Interrupted:
                 break
-            except ArithmeticError as e:
-                raise UserError(f'training diverged at step {step + 1} ({e}); {checkpoint} '
-                                f'{"is untouched" if saved_at is None else f"keeps step {saved_at}"}'
-                                '; try a smaller --lr') from None
             except MemoryError:
-                raise UserError(f'out of memory at step {step + 1}; {checkpoint} {kept()}; '
-                                'try a smaller --batch-size or model') from None
+                short_of_memory = True
+                break
+            except ArithmeticError as e:
+                raise diverged(e) from None
             if not loadable(model, adam):
-                raise UserError(f'training diverged at step {step + 1} (weights past 1e6, more '
-                                f'than a checkpoint holds); {checkpoint} '
-                                f'{"is untouched" if saved_at is None else f"keeps step {saved_at}"}'
-                                '; try a smaller --lr')
+                raise diverged('weights past 1e6, more than a checkpoint holds')
             step += 1
             smooth, weight = 0.98 * smooth + 0.02 * loss, 0.98 * weight + 0.02
             if validated or step % max(1, cfg.steps // 400) == 0 or step == cfg.steps:
@@ -127,12 +129,12 @@ def run_training(model, train, held_out, data_fingerprint, checkpoint, workers, 
             save()
     finally:
         progress.finish()
-    if stop() and step < cfg.steps:
-        raise Interrupted(stop(), step)
+    if short_of_memory or stop() and step < cfg.steps:
+        raise Interrupted('memory' if short_of_memory else stop(), step)
     return history
 
 
-def run_train(args, then=''):
+def run_train(args, saved=True):
     """Train a new model, or continue one (--resume), into --checkpoint; return (the model,
     what it trained on, what was held out)."""
     model, state, train, held_out, validation = resumed(args) if args.resume else \
@@ -157,15 +159,20 @@ def run_train(args, then=''):
                                    stop=lambda: stops[0] if stops else 0,
                                    validation=validation)
         except Interrupted as e:
-            raise Interrupted(e.args[0], f'step {e.args[1]} saved in {args.checkpoint}; '
-                              f'continue with "{resume_command(args)}"') from None
+            why, saved = e.args[0], (f'step {e.args[1]} saved in {args.checkpoint}; continue '
+                                     f'with "{resume_command(args)}"')
+            if why == 'memory':
+                raise UserError(f'out of memory at step {e.args[1] + 1}; {saved} when there is '
+                                'more') from None
+            raise Interrupted(why, saved) from None
     unit = 'window' if text else 'name'
     for line in curve_chart(history, unit):
         say(line)
     if args.curve:
         write_atomic(args.curve, curve_svg(history, unit), '--curve')
         say(f'saved the training curve in {args.curve}')
-    say(f'saved {args.checkpoint}{then}')
+    if saved:
+        say(f'saved {args.checkpoint}')
     return model, train, held_out
 
 

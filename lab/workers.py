@@ -2,6 +2,7 @@
 scored names are shared out in order; every share carries its inputs and random seeds."""
 
 import collections
+import copy
 import gc
 import multiprocessing
 import os
@@ -173,10 +174,18 @@ def _job(job):
         model, values = _local(model)
         return [md.name_gradient(model, values, item) for item in items]
     if kind == 'samples':  # items: (seed, how, a list to trace the steps in or None)
-        return [(model.tok.decode(md.sample_tokens(model, random.Random(seed), how, trace)),
-                 trace) for seed, how, trace in items]
+        return [sampled(model, seed, how, trace) for seed, how, trace in items]
     return [SCORES[kind](model, tokens, random.Random(seed), seen)
             for tokens, seed, seen in items]
+
+
+def sampled(model, seed, how, trace):
+    """(a name, its trace, the forward passes it took), the passes counted as they are made."""
+    passes, counting = [], copy.copy(model)
+    counting.logits = lambda tokens, positions: passes.append(1) or model.logits(tokens,
+                                                                                 positions)
+    tokens = md.sample_tokens(counting, random.Random(seed), how, trace)
+    return model.tok.decode(tokens), trace, len(passes)
 
 
 def gradients_from(workers, model, stop):
@@ -191,6 +200,12 @@ def gradients_from(workers, model, stop):
                     raise Interrupted(stop())
                 yield result
     return gradients
+
+
+def enough(asked, items, size=None):
+    """Workers for this many items, in shares of `size` (else as shares_of makes them): as
+    many as asked, but never more than the shares."""
+    return max(1, min(asked, -(-items // size) if size else len(shares_of(range(items)))))
 
 
 def shares_of(items, most=50):
@@ -213,10 +228,10 @@ def nelbo_estimates(model, names, seed, workers, kind='random orders', progress=
 
 
 def sample_names(model, n, seed, how, workers, trace=False):
-    """n (name, trace) pairs, streamed as they are made: the same names as md.sample()."""
+    """n (name, trace, forward passes), streamed as they are made: md.sample()'s names."""
     rng, frozen = random.Random(f'{seed}:sample'), model.frozen()
     how = md.prepared(frozen, how)
     shares = ([(rng.getrandbits(64), how, [] if trace else None) for _ in range(min(4, n - i))]
-              for i in range(0, n, 4))
+              for i in range(0, n, 4))  # shares of 4: the first names show at once
     for share in workers.map('samples', frozen, shares):
         yield from share

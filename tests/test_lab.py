@@ -310,7 +310,7 @@ class TrainingTest(unittest.TestCase):
             self.assertEqual(md.as_floats(trained.params), md.as_floats(plain.params))
         self.assertEqual(md.sample(plain, 3, seed=5), md.sample(trained, 3, seed=5))
         with workers.Workers(2) as pool:
-            streamed = [name for name, _ in workers.sample_names(trained, 3, 5, md.Sampling(),
+            streamed = [name for name, *_ in workers.sample_names(trained, 3, 5, md.Sampling(),
                                                                  pool)]
         self.assertEqual(streamed, md.sample(plain, 3, seed=5))
 
@@ -446,10 +446,14 @@ class ReportTest(unittest.TestCase):
     def test_sample_report_counts_new_unique_and_lengths(self):
         train, held_out = ['ann', 'bob', 'cy', 'dave'], ['eve', 'flo']
         samples = ['ann', 'ann', 'eve', 'zed', 'zed', 'quinn', 'al', 'bob']
-        lines = reports.sample_report(samples, train, held_out, 8)
+        lines = reports.sample_report(samples, train, held_out, 8, [6, 7, 6, 6, 5, 6, 6, 6])
         # new: eve, zed, zed, quinn, al (5 of 8); eve is held out; distinct: 6 of 8
         self.assertEqual(lines[0], '8 names: 62.5% new (not in the training data; 1 of them '
                                    'are held-out real names), 75.0% unique')
+        self.assertEqual(lines[1], 'memorisation: too few hits to tell (2 of the 4 training '
+                                   'names came out, 1 of the 2 held-out ones)')
+        self.assertEqual(lines.pop(2), 'forward passes a name: 6.00')
+        lines.pop(1)
         # lengths: samples 2: 1/8, 3: 6/8, 5: 1/8; data (6 names, 3.00) 2: 1/6, 3: 4/6, 4: 1/6
         tv = (abs(1 / 8 - 1 / 6) + abs(6 / 8 - 4 / 6) + 1 / 6 + 1 / 8) / 2
         self.assertEqual(lines[1], f'mean length 3.12 (data 3.00), length histogram total '
@@ -458,6 +462,22 @@ class ReportTest(unittest.TestCase):
                                      '     3   66.7%   75.0%   ' + '#' * 33 + '|' + '#' * 38,
                                      '     4   16.7%    0.0%   ########            |',
                                      '     5    0.0%   12.5%                       |######'])
+
+    def test_memorisation_counts_distinct_names_per_name_of_each_set(self):
+        train = [f't{i}' for i in range(1000)] + ['t0'] * 5  # distinct: 1,000
+        held_out = [f'h{i}' for i in range(100)]
+        # 40 distinct training names (4% of them), each twice; 10 held-out ones (10%)
+        samples = [f't{i}' for i in range(40)] * 2 + [f'h{i}' for i in range(10)] + ['new'] * 7
+        line = reports.memorisation(samples, set(train), set(held_out))
+        self.assertEqual(line, 'memorisation: 0.40 (40 of the 1,000 training names came out, '
+                               '10 of the 100 held-out ones; 1: as often as real names it never '
+                               'saw)')
+        copier = samples + [f't{i}' for i in range(40, 400)]  # 400 of 1,000: 40% against 10%
+        self.assertIn('memorisation: 4.00 (400 of the 1,000', reports.memorisation(
+            copier, set(train), set(held_out)))
+        self.assertIn('too few hits to tell (40 of the 1,000 training names came out, 9 of',
+                      reports.memorisation(samples[:80] + samples[81:], set(train),
+                                           set(held_out)))
 
 
 if __name__ == '__main__':
