@@ -105,8 +105,9 @@ def load_checkpoint(path, resuming=False, flag='--checkpoint', of_names=False):
          f'not a JSON object whose "format" is "{FORMAT}"')
     version = doc.get('version')
     if not (type(version) is int and OLDEST <= version <= VERSION):
-        raise UserError(f'{path}: is a checkpoint of version {version!r:.20}; this build reads '
-                        f'versions {OLDEST} to {VERSION}')
+        found = 'has no version' if version is None else f'is of version {version!r:.20}'
+        raise UserError(f'{path}: {found}; this build reads checkpoints of versions {OLDEST} to '
+                        f'{VERSION}')
     config = doc.get('config')
     need(isinstance(config, dict), 'no "config"')
     name = doc.get('variant') if version == VERSION else older_variant(doc, version, need)

@@ -170,10 +170,19 @@ def run_lab(args):
     model, train, held_out = run_train(build_parser().parse_args(['train']), saved=False)
     with Workers(min(CPUS, 4)) as workers:
         names = [name for name, *_ in sample_names(model, 20, 0, md.Sampling(), workers)]
+    header, lines = marked(names, train, held_out)
+    say(f'saved {DEFAULT_CHECKPOINT}; {header}:')
+    for line in lines:
+        out(line)
+
+
+def marked(names, train, held_out):
+    """('20 names, 17 new', the names one a line, each the model trained on or held out
+    marked so): held-out names are real but were never seen, so they count as new."""
     trained, held = set(train), set(held_out)
-    say(f'saved {DEFAULT_CHECKPOINT}; 20 names, {sum(n not in trained for n in names)} new:')
-    for name in names:
-        out(name + ('  (trained on)' if name in trained else '  (held out)' * (name in held)))
+    return (f'{len(names)} names, {sum(name not in trained for name in names)} new',
+            [name + ('  (trained on)' if name in trained else '  (held out)' * (name in held))
+             for name in names])
 
 
 RUN = {None: run_lab, 'train': run_train, 'sample': run_sample, 'eval': run_eval,

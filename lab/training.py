@@ -39,17 +39,29 @@ def handling(numbers, handler):
             signal.signal(number, before)
 
 
+@contextlib.contextmanager
 def noting(stops):
-    """A signal handler for training: it notes the signal, and the step under way stops at a
-    safe place. In this process that is any moment its names' gradients are being computed
-    (Adam has not moved): a long step does not hold the signal up."""
+    """Within it a stop signal is noted in `stops`, and the step under way stops at a safe
+    place: with workers, between two names (gradients_from); in this process, whenever its
+    names' gradients are being computed (Adam has not moved), found by looking at once and
+    then every 0.1 s (SIGALRM): a step of thousands of names does not hold the signal up."""
+    alarm = getattr(signal, 'SIGALRM', None)
+
     def handler(number, frame):
-        stops.append(number)
+        if number != alarm:
+            stops.append(number)
         while frame is not None:
             if frame.f_code is md.name_gradient.__code__:
-                raise Interrupted(number)
+                raise Interrupted(stops[0])
             frame = frame.f_back
-    return handler
+        if alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+    with handling(STOP_SIGNALS + [alarm] * bool(alarm), handler):
+        try:
+            yield
+        finally:
+            if alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def run_training(model, train, held_out, data_fingerprint, checkpoint, workers, state=None,
@@ -82,9 +94,10 @@ def run_training(model, train, held_out, data_fingerprint, checkpoint, workers, 
                 'data_fingerprint': data_fingerprint, 'data': data, 'adam_t': adam.t,
                 'adam_m': adam.m, 'adam_v': adam.v, 'history': history,
                 'smoothed': [smooth, weight]})
-        except OSError as e:
-            raise UserError(f'{checkpoint}: could not save step {step} ({e.strerror or e}); '
-                            f'{kept()}') from None
+        except (OSError, MemoryError) as e:
+            reason = 'out of memory' if isinstance(e, MemoryError) else e.strerror or e
+            raise UserError(f'{checkpoint}: could not save step {step} ({reason}); {kept()}') \
+                from None
 
     def kept():
         return 'nothing was saved' if saved_at is None else f'it still holds step {saved_at}'
@@ -144,8 +157,8 @@ def run_train(args, saved=True):
     cfg, stops, text = model.cfg, [], isinstance(model, variants.Text)
     what = (f'{len(train):,} characters ({len(held_out):,} windows held out)' if text
             else f'{len(train):,} names ({len(held_out):,} held out)')
-    with one_writer(args.checkpoint), Workers(min(args.workers, cfg.batch_size)) as workers, \
-            handling(STOP_SIGNALS, noting(stops)):
+    with one_writer(args.checkpoint), noting(stops), \
+            Workers(min(args.workers, cfg.batch_size)) as workers:
         kinds = variants.flags(type(model))
         shape = (f'{cfg.mlp_hidden} hidden units' if kinds['denoiser'] == 'mlp' else
                  f'{cfg.n_layer} layers of {cfg.n_embd}, {cfg.n_head} heads')

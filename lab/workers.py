@@ -2,6 +2,7 @@
 scored names are shared out in order; every share carries its inputs and random seeds."""
 
 import collections
+import contextlib
 import copy
 import gc
 import multiprocessing
@@ -36,34 +37,33 @@ class Workers:
         self.n, self.processes, self.pipes = n, [], []
 
     def __enter__(self):
-        masking = hasattr(signal, 'pthread_sigmask')  # no signal reaches a worker half-made
-        if masking:
-            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            for _ in range(self.n if self.n > 1 else 0):
-                mine, theirs = multiprocessing.Pipe()
-                self.pipes.append(mine)
-                self.processes.append(multiprocessing.Process(
-                    target=_serve, args=(theirs, os.getpid()), daemon=True))
-                self.processes[-1].start()
-                theirs.close()
-        except OSError as e:  # a limit on processes or open files
+            with signals_held():  # none reaches a worker before it ignores them
+                for _ in range(self.n if self.n > 1 else 0):
+                    mine, theirs = multiprocessing.Pipe()
+                    self.pipes.append(mine)
+                    process = multiprocessing.Process(target=_serve, args=(theirs, os.getpid()),
+                                                      daemon=True)
+                    process.start()
+                    self.processes.append(process)
+                    theirs.close()
+        except BaseException as e:  # a signal, or a limit on processes or open files
             self.__exit__()
-            raise UserError(f'cannot start {self.n} worker processes ({e.strerror or e}); '
-                            'try --workers 1') from None
-        finally:
-            if masking:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+            if isinstance(e, OSError):
+                raise UserError(f'cannot start {self.n} worker processes ({e.strerror or e}); '
+                                'try --workers 1') from None
+            raise
         return self
 
     def __exit__(self, *exc):
-        for process in self.processes:
-            process.kill()
-        for process in self.processes:
-            process.join()
-        for pipe in self.pipes:
-            pipe.close()
-        self.processes, self.pipes = [], []
+        with signals_held():  # all of them ended, whatever arrives meanwhile
+            for process in self.processes:
+                process.kill()
+            for process in self.processes:
+                process.join()
+            for pipe in self.pipes:
+                pipe.close()
+            self.processes, self.pipes = [], []
 
     def map(self, kind, model, shares, stop=lambda: 0):
         """_job((kind, model, share)) for each share, in order: share k goes to worker k mod n,
@@ -104,6 +104,19 @@ class Workers:
             raise Interrupted(stop())
         raise UserError(f'a worker process ended unexpectedly (exit status '
                         f'{self.processes[worker].exitcode}: out of memory?); try --workers 1')
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Within it, the stop signals wait (where the system can hold them), then arrive."""
+    holding = hasattr(signal, 'pthread_sigmask')
+    if holding:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        if holding:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def _serve(pipe, parent):

@@ -314,7 +314,7 @@ class ContractTest(Folder):
                      "3.13.0's pdb reads the script's own options (--data ...) as its own")
     def test_a_breakpoint_stops_in_the_main_process(self):
         commands = ['b microdiffusion.diffusion_loss', 'c', 'p t > 0',
-                    "p __import__('multiprocessing').current_process().name", 'q']
+                    "p __import__('multiprocessing').current_process().name", 'w', 'q']
         result = subprocess.run(
             [sys.executable, '-m', 'pdb', SCRIPT, 'train', '--data', self.data, '--steps', '2',
              '--checkpoint', self.path('debugged.json'), '--workers', '2'],
@@ -322,6 +322,15 @@ class ContractTest(Folder):
         self.assertIn('a debugger is attached: running in this one process', result.stderr)
         self.assertIn('-> ', result.stdout)  # pdb stopped, and answered in the main process:
         self.assertIn("True\n(Pdb) 'MainProcess'", result.stdout)
+        # the way from the command line to the loss: the lesson runs the lab, which calls the
+        # lesson once (train_step) and never again itself
+        here = os.path.dirname(SCRIPT) + os.sep
+        rooms = [('lab' if path.startswith(here + 'lab' + os.sep) else 'lesson') for path in
+                 re.findall(r'^[ >] (\S+\.py)\(\d+\)', result.stdout, re.M)
+                 if path.startswith(here)]
+        self.assertEqual([room for k, room in enumerate(rooms) if rooms[k - 1:k] != [room]],
+                         ['lesson', 'lab', 'lesson'])
+        self.assertEqual(rooms[-1], 'lesson')
 
     def test_your_own_words_and_model_size(self):
         # words up to 24 characters, with capitals, a hyphen, an apostrophe, '_' and '.'
@@ -1012,3 +1021,298 @@ class TextTest(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class SamplersTest(Folder):
+    """The loop, --stats' figures and the frontier, through the command line."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.text = os.path.join(cls.shared.name, 'story.txt')
+        with open(cls.text, 'w') as f:
+            f.write(generated_text(600))
+        cls.kinds = {kind: os.path.join(cls.shared.name, f'{kind}.json')
+                     for kind in ('gpt', 'padded', 'text')}
+        flags = {'gpt': ['--model', 'gpt'], 'padded': ['--padding', '--denoiser', 'mlp'],
+                 'text': ['--text', '--data', cls.text, '--block-size', '16', '--n-embd', '8',
+                          '--n-head', '2']}
+        for result in run_all([['train', '--data', cls.data, '--steps', '8', '--batch-size', '4',
+                                '--workers', '1', '--checkpoint', path, *flags[kind]]
+                               for kind, path in cls.kinds.items()]):
+            assert result.returncode == 0, result.stderr
+
+    def test_the_loop_and_where_it_means_nothing(self):
+        sample = ['sample', '--checkpoint', self.model, '--num', '4', '--trace', '--pattern',
+                  'e' + '_' * 5]
+        plain, looped = run_all([sample, sample + ['--loop-passes', '3', '--loop-at', '2',
+                                                   '--loop-remask', '2']])
+        for result in (plain, looped):
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertTrue(all(re.fullmatch('e[a-z]{5}', n) for n in result.stdout.split()))
+        # five letters to fill: five steps on the schedule, and the loop's three passes
+        self.assertEqual(plain.stderr.count('\n  step'), 4 * 5)
+        self.assertEqual(looped.stderr.count('\n  step'), 4 * (5 + 3))
+        for line in looped.stderr.split('\n'):  # the pattern's letter is never re-masked
+            self.assertNotRegex(line, r'step .*\s_[a-z_]{5}\.$')
+        sample = ['sample', '--num', '2', '--checkpoint']
+        cases = [(sample + [self.kinds['gpt'], '--loop-passes', '2'], '--loop-passes: a GPT '
+                  'draws every position in order'),
+                 (sample + [self.model, '--order', 'left-to-right', '--loop-at', '1'],
+                  '--loop-at: --order left-to-right draws every position'),
+                 (sample + [self.kinds['padded'], '--length', 'along', '--loop-remask', '2'],
+                  '--loop-remask: the loop re-masks the letters of a name whose end is placed '
+                  'first; --length along'),
+                 (['sample', '--checkpoint', self.kinds['text'], '--loop-passes', '1'],
+                  '--loop-passes: means nothing for running text'),
+                 (sample + [self.model, '--loop-remask', '0'], '--loop-remask: 0 is below the '
+                  'minimum, 1')]
+        for (args, message), result in zip(cases, run_all([args for args, _ in cases])):
+            self.assertNotEqual(result.returncode, 0)
+            self.assertEqual(result.stderr.count('\n'), 1, result.stderr)
+            self.assertIn(message, result.stderr)
+        ok = run(*sample, self.kinds['padded'], '--loop-passes', '2', '--loop-at', '3')
+        self.assertEqual(ok.returncode, 0, ok.stderr)  # padded, its end drawn first: a loop
+
+    def test_stats_count_what_was_invented_and_what_remembered(self):
+        result = run('sample', '--checkpoint', self.model, '--num', '60', '--stats',
+                     '--score-with', self.kinds['gpt'], '--workers', '2')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        new = float(re.search(r'60 names: ([\d.]+)% new', result.stderr).group(1))
+        counted = int(re.search(r'samples [\d.]+ nats/name; the (\d+) new ones [\d.]+ '
+                                r'nats/name', result.stderr).group(1))
+        self.assertEqual(counted, round(new * 60 / 100))
+        self.assertRegex(result.stderr, r'\nmemorisation: (too few hits to tell \()?\d+ of the '
+                                        r'3\d training names came out, \d+ of the 3 held-out')
+        self.assertRegex(result.stderr, r'\nforward passes a name: \d+\.\d\d\n')
+
+    def test_the_frontier(self):
+        picture = self.path('frontier.svg')
+        result = run('frontier', '--checkpoint', self.model, '--score-with', self.kinds['gpt'],
+                     '--num', '12', '--seeds', '0', '1', '--temperatures', '1', '2', '--steps',
+                     '64', '4', '--loop', '1,2,1', '--svg', picture, '--workers', '2')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.strip().split('\n')
+        self.assertEqual(len(lines), 2 * 2 * 2)  # steps, loop or none, temperatures
+        for line in lines:
+            self.assertRegex(line, r'^.*model.json, (64|4) steps, (no loop|loop 1,2,1), T [12]: '
+                                   r'[\d.]+% new, [\d.]+% unique, new names [\d.]+ nats, '
+                                   r'[\d.]+ forward passes a name$')
+        root = ElementTree.parse(picture).getroot()
+        lines = root.findall('{http://www.w3.org/2000/svg}polyline')
+        self.assertEqual([len(line.get('points').split()) for line in lines], [2] * 4)
+        for args, flag in ((['--checkpoint', self.kinds['text']], '--checkpoint'),
+                           (['--score-with', self.kinds['text']], '--score-with')):
+            refused = run('frontier', '--checkpoint', self.model, *args, '--num', '2')
+            self.assertEqual(refused.returncode, 1)
+            self.assertRegex(refused.stderr, f'^error: {flag} .*text.json: is a model of running '
+                                             'text; give a model of names\n$')
+
+
+class NothingLostTest(Folder):
+    """Documents taken for outputs, versions, signals to whole process groups, resource
+    limits, models of the wrong kind, misleading messages, litter: one clear line and every
+    file as it was, or the right behaviour."""
+
+    def snapshot(self, path):
+        with open(path, 'rb') as f:
+            return f.read()
+
+    def train(self, checkpoint, *more, data=None):
+        return ['train', '--data', data or self.data, '--denoiser', 'mlp', '--batch-size', '4',
+                '--checkpoint', checkpoint, '--workers', '1', *more]
+
+    def refused(self, result, message, status=1):
+        self.assertEqual(result.returncode, status, result.stderr)
+        self.assertNotIn('Traceback', result.stderr)
+        self.assertEqual(result.stderr.count('\n'), 1, result.stderr)
+        self.assertRegex(result.stderr, message)
+
+    def test_only_the_labs_own_files_are_replaced(self):
+        package = self.write('package.json', '{"name": "my-app"}\n')
+        other = self.write('other.json', '{"format": "another tool"}\n')
+        page = self.write('page.svg', '<!DOCTYPE html><html><body>my page</body></html>\n')
+        svg = self.write('drawn.svg', '<svg xmlns="http://www.w3.org/2000/svg"></svg>\n')
+        documents = [package, other, page, svg]
+        before = [self.snapshot(path) for path in documents]
+        lock = self.write('.run.json.lock', 'my notes, by a name the lock uses\n')
+        runs = [self.train(package, '--steps', '2'), self.train(other, '--steps', '2'),
+                self.train(self.path('run.json'), '--steps', '2', '--curve', page),
+                ['sample', '--checkpoint', self.model, '--svg', svg],
+                self.train(self.path('run.json'), '--steps', '2')]
+        results = [run(*args) for args in runs]  # one after another: two share run.json
+        for result, what in zip(results[:4], ('checkpoint', 'checkpoint', 'picture', 'picture')):
+            self.refused(result, f"holds something other than a {what} of this lab's")
+        self.assertEqual([self.snapshot(path) for path in documents], before)
+        self.assertEqual(results[4].returncode, 0, results[4].stderr)
+        self.assertEqual(self.snapshot(lock), b'my notes, by a name the lock uses\n')
+        for _ in range(2):  # a picture the lab drew is the lab's to replace
+            drawn = run('sample', '--checkpoint', self.model, '--svg', self.path('mine.svg'))
+            self.assertEqual(drawn.returncode, 0, drawn.stderr)
+
+    def test_versions_are_read(self):
+        with open(self.model) as f:
+            good = json.load(f)
+        cases = []
+        for version in (0, 4, 99, '3', [3], None):
+            doc = dict(good, version=version)
+            if version is None:
+                del doc['version']
+            path = self.write(f'v{len(cases)}.json', json.dumps(doc))
+            found = f'is of version {version!r}' if version is not None else 'has no version'
+            cases.append((['sample', '--checkpoint', path], re.escape(
+                f'{path}: {found}; this build reads checkpoints of versions 1 to 3')))
+        length_first = run('train', '--data', self.data, '--steps', '2', '--checkpoint',
+                           self.path('lf.json'), '--workers', '1', '--n-embd', '8', '--n-head',
+                           '2', '--n-layer', '1')
+        self.assertEqual(length_first.returncode, 0, length_first.stderr)
+        with open(self.path('lf.json')) as f:
+            doc = json.load(f)
+        del doc['lengths']
+        cases.append((['sample', '--checkpoint', self.write('no-lengths.json', json.dumps(doc))],
+                      '"lengths" must be'))
+        doc.update(version=2, config=dict(doc['config'], model='diffusion', text=False))
+        del doc['variant']
+        cases.append((['sample', '--checkpoint', self.write('old.json', json.dumps(doc))],
+                      '"lengths" is missing; a version-2 model that draws its length needs them'))
+        cases.append((['train', '--resume', '--data', self.data, '--checkpoint', cases[2][0][2],
+                       '--steps', '80'], 'is of version 99; this build reads'))
+        before = {args[2] if args[0] == 'sample' else args[5]: None for args, _ in cases}
+        before = {path: self.snapshot(path) for path in before}
+        for (args, message), result in zip(cases, run_all([args for args, _ in cases])):
+            self.refused(result, message)
+        self.assertEqual({path: self.snapshot(path) for path in before}, before)
+
+    def test_weights_no_checkpoint_can_hold_stop_training(self):
+        checkpoint = self.path('run.json')
+        shutil.copy(self.model, checkpoint)
+        before = self.snapshot(checkpoint)
+        result = run('train', '--data', self.data, '--lr', '2e6', '--steps', '1',
+                     '--checkpoint', checkpoint, '--workers', '1')
+        self.assertEqual(result.returncode, 1)
+        self.assertRegex(result.stderr.split('\n')[-2], r'^error: training diverged at step 1 '
+                         r'\(weights past 1e6, more than a checkpoint holds\); .* is untouched')
+        self.assertEqual(self.snapshot(checkpoint), before)
+
+    def group(self, args):
+        """A command started in a process group of its own, once its workers are running."""
+        process = subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.addCleanup(ReliabilityTest.end, process)
+        deadline = time.perf_counter() + 30
+        while time.perf_counter() < deadline and os.path.exists(f'/proc/{process.pid}'):
+            with open(f'/proc/{process.pid}/task/{process.pid}/children') as f:
+                if len(f.read().split()) == 2:
+                    break
+        return process
+
+    @unittest.skipUnless(os.path.exists('/proc/self/task'), 'needs /proc to find the workers')
+    def test_signals_to_the_whole_process_group(self):
+        checkpoint = self.path('run.json')
+        for number in (signal.SIGTERM, signal.SIGHUP):
+            process = self.group(self.train(checkpoint, '--steps', '5', '--batch-size', '3000',
+                                            '--workers', '2'))
+            os.killpg(process.pid, number)  # the workers too, as timeout and a closed terminal
+            _, err = process.communicate(timeout=60)
+            self.assertEqual(process.returncode, 128 + number, err)
+            self.assertRegex(err.split('\n')[-2], f'^interrupted: step 0 saved in {checkpoint}; '
+                                                  'continue with ".*--resume')
+            self.assertFalse(os.path.exists(self.path('.run.json.lock')))  # the lock released
+        many = self.write('many.txt', '\n'.join(NAMES * 100) + '\n')
+        for args in (['sample', '--checkpoint', self.model, '--num', '100000000'],
+                     ['eval', '--checkpoint', self.model, '--data', many]):
+            process = self.group(args + ['--workers', '2'])
+            os.killpg(process.pid, signal.SIGTERM)
+            _, err = process.communicate(timeout=60)
+            self.assertEqual(process.returncode, 128 + signal.SIGTERM, err)
+            self.assertEqual(err.split('\n')[-2:], ['interrupted', ''])
+            self.assertNotIn('Traceback', err)
+
+    @unittest.skipUnless(sys.platform != 'win32', 'needs resource limits')
+    def test_resource_limits(self):
+        import resource
+
+        def files(n):
+            return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+        def limited(args, limit):
+            return subprocess.run([sys.executable, SCRIPT, *args], preexec_fn=limit,
+                                  capture_output=True, text=True, timeout=120)
+        self.refused(limited(['sample', '--checkpoint', self.model, '--workers', '2'], files(8)),
+                     r'^error: cannot start 2 worker processes \(Too many open files\); try '
+                     '--workers 1\n$')
+        # 36 names: a few shares, so a few workers, however many are asked for
+        result = limited(['eval', '--checkpoint', self.model, '--data', self.data, '--workers',
+                          '1024'], files(64))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        if sys.implementation.name != 'cpython':
+            return
+        longest = self.write('long.txt', '\n'.join(''.join(random.Random(i).choice('abc') for _
+                                                           in range(120)) for i in range(20)))
+        result = limited(['train', '--data', longest, '--steps', '3', '--checkpoint',
+                          self.path('big.json'), '--n-embd', '64', '--n-head', '8', '--n-layer',
+                          '3', '--batch-size', '2', '--workers', '1'],
+                         lambda: resource.setrlimit(resource.RLIMIT_AS, (400 * 2**20,) * 2))
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertNotIn('Traceback', result.stderr)
+        self.assertRegex(result.stderr.split('\n')[-2], r'^error: out of memory at step 1; step '
+                                                        r'0 saved in .*big.json; continue with')
+        with open(self.path('big.json')) as f:
+            self.assertEqual(json.load(f)['training']['step'], 0)
+
+    def test_the_wrong_kind_of_model_and_misleading_messages(self):
+        text = self.write('story.txt', generated_text(400))
+        text_model = self.path('text.json')
+        trained = run('train', '--text', '--data', text, '--steps', '2', '--block-size', '16',
+                      '--checkpoint', text_model, '--workers', '1', '--n-embd', '8', '--n-head',
+                      '2')
+        self.assertEqual(trained.returncode, 0, trained.stderr)
+        with open(self.model) as f:
+            doc = json.load(f)
+        doc.update(version=2, config=dict(doc['config'], model='diffusion', text='true'))
+        del doc['variant']
+        string_text = self.write('v2.json', json.dumps(doc))
+        feed = self.write('feed.txt', 'one\ntwo\nthree\x0cfour\n' * 20)
+        sample = ['sample', '--checkpoint', self.model, '--stats']
+        cases = [(sample + ['--score-with', text_model], f'^error: --score-with {text_model}: '
+                  'is a model of running text; give a model of names\n$'),
+                 (sample[:3] + ['--animate', '--compare', text_model],
+                  f'^error: --compare {text_model}: is a model of running text'),
+                 (['eval', '--checkpoint', self.model, '--context', '3'], '^error: --context: '
+                  'scores what follows the start of a window of running text; .* is a model '
+                  'of names\n$'),
+                 (['train', '--resume', '--text', '--data', text, '--checkpoint', self.model,
+                   '--steps', '80'], "^error: --text: a resumed run keeps its checkpoint's kind "
+                  'of model \\(a diffusion mlp on names\\)'),
+                 (['sample', '--checkpoint', string_text], "config text = 'true'"),
+                 (['train', '--text', '--data', feed, '--checkpoint', self.path('f.json')],
+                  'feed.txt, line 3: holds a control character, U\\+000C, not text; remove it')]
+        for (args, message), result in zip(cases, run_all([args for args, _ in cases])):
+            self.refused(result, message)
+
+    @unittest.skipUnless(hasattr(os, 'openpty'), 'needs a pseudo-terminal')
+    def test_running_text_animates_in_place(self):
+        text = self.write('story.txt', generated_text(400))
+        model = self.path('text.json')
+        trained = run('train', '--text', '--data', text, '--steps', '2', '--block-size', '16',
+                      '--checkpoint', model, '--workers', '1', '--n-embd', '8', '--n-head', '2')
+        self.assertEqual(trained.returncode, 0, trained.stderr)
+        status, out, drawn = on_a_terminal('sample', '--checkpoint', model, '--chars', '12',
+                                           '--prompt', 'the cat.\nthe ', '--animate',
+                                           '--fps', '1000', env={'NO_COLOR': '1'})
+        self.assertEqual(status, 0, drawn)
+        self.assertTrue(out.startswith('the cat.\nthe '))
+        self.assertIn('⏎'.encode(), drawn)  # the window's newline, drawn on its one line
+        ups = re.findall(rb'\x1b\[(\d+)A', drawn)
+        self.assertTrue(ups)
+        self.assertEqual(set(ups), {b'1'})  # each frame one line up: nothing piles up
+
+    def test_a_killed_save_leaves_no_litter_for_long(self):
+        stale = self.write('.run.json.k1ll_9ab.tmp', '{"half a checkpoint')  # as kill -9 left
+        mine = self.write('.run.json.notes.tmp', 'not the lab\'s: a name of my own')
+        result = run(*self.train(self.path('run.json'), '--steps', '2'))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertFalse(os.path.exists(stale))
+        self.assertTrue(os.path.exists(mine))
+        self.assertEqual(sorted(os.listdir(self.folder.name)), ['.run.json.notes.tmp',
+                                                                 'run.json'])

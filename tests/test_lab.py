@@ -210,8 +210,9 @@ class CheckpointTest(unittest.TestCase):
                   'not a finite number')]
         for version in (0, 4, 99, '2', [3], None):
             cases.append((variant(lambda d: d.update(version=version)), re.escape(
-                f'is a checkpoint of version {version!r}; this build reads versions 1 to 3')))
-        cases.append((variant(lambda d: d.pop('version')), 'version None; this build reads'))
+                (f'is of version {version!r}' if version is not None else 'has no version') +
+                '; this build reads checkpoints of versions 1 to 3')))
+        cases.append((variant(lambda d: d.pop('version')), 'has no version; this build reads'))
         with_state = json.loads(json.dumps(good))
         n = len(md.flatten(model.params))
         with_state['training'] = {
@@ -478,6 +479,14 @@ class ReportTest(unittest.TestCase):
         self.assertIn('too few hits to tell (40 of the 1,000 training names came out, 9 of',
                       reports.memorisation(samples[:80] + samples[81:], set(train),
                                            set(held_out)))
+
+    def test_the_lab_marks_what_was_remembered(self):
+        from lab.cli import marked
+        header, lines = marked(['saila', 'rana', 'zed', 'eve', 'rana'], ['rana', 'saila', 'bo'],
+                               ['eve', 'flo'])
+        self.assertEqual(header, '5 names, 2 new')  # zed, and eve: real, but never trained on
+        self.assertEqual(lines, ['saila  (trained on)', 'rana  (trained on)', 'zed',
+                                 'eve  (held out)', 'rana  (trained on)'])
 
 
 if __name__ == '__main__':
