@@ -21,10 +21,9 @@ The model is p(name) = p(length) · p(letters | length): the length is counted f
 and the transformer only ever reads a name's letters and its end.
 
 This file is the lesson, in order: configuration; tokenizer and p(length); parameters; the
-transformer; the Model, which the rest calls; the noise and the loss; the sampler; the ELBO;
-Adam; training and `sample`. variants/ subclasses the Model for what else the same code
-trains (a GPT, running text, the padded block, an MLP denoiser). `python microdiffusion.py`
-runs the lab around it (lab/): it trains a model and prints 20 names.
+transformer; the Model the rest calls; the noise and the loss; the sampler; the ELBO; Adam;
+training and `sample`. variants/ subclasses the Model (a GPT, running text, the padded block,
+an MLP); `python microdiffusion.py` runs the lab (lab/): it trains a model, prints 20 names.
 """
 
 import math
@@ -205,10 +204,9 @@ class Model:
     shapes = staticmethod(transformer_shapes)  # the parameters' names and shapes
 
     @classmethod
-    def new(cls, cfg, tok, lengths=None):
-        """A model with fresh weights, drawn from cfg.seed."""
-        params = init_params(cls.shapes(cfg, tok.vocab_size), cfg.init_std, random.Random(cfg.seed))
-        return cls(cfg, tok, params, lengths)
+    def new(cls, cfg, tok, lengths=None):  # fresh weights, drawn from cfg.seed
+        shapes = cls.shapes(cfg, tok.vocab_size)
+        return cls(cfg, tok, init_params(shapes, cfg.init_std, random.Random(cfg.seed)), lengths)
 
     def frozen(self):
         """The same model on plain floats: no graph, for sampling and evaluation."""
@@ -216,30 +214,25 @@ class Model:
 
     @classmethod
     def longest(cls, cfg):
-        """The most letters a name may have: the block holds them and the end."""
-        return cfg.block_size - 1
+        return cfg.block_size - 1  # the most letters a name may have: the block holds its end
 
     def encode(self, name):
-        """A name's tokens: its letters and its end."""
-        return self.tok.encode(name, len(name) + 1)
+        return self.tok.encode(name, len(name) + 1)  # a name's tokens: its letters, its end
 
     def logits(self, tokens, positions):
         return transformer(self.params, self.cfg, tokens, positions)
 
     def erasable(self, tokens):
-        """Where the forward process may erase: the letters, not the end."""
-        return list(range(len(tokens) - 1))
+        return list(range(len(tokens) - 1))  # where the forward process erases: not the end
 
     def length_nll(self, tokens):
-        """-log p(length), p(name)'s first factor."""
-        return -math.log(self.lengths[len(tokens) - 1])
+        return -math.log(self.lengths[len(tokens) - 1])  # -log p(length), p(name)'s 1st factor
 
     def loss(self, tokens, t, rng):
         return diffusion_loss(self, tokens, t, rng)
 
     def pattern_problem(self, head, tail):
-        """Why this model cannot fill a pattern, or None: this one fills any (parse_pattern)."""
-        return None
+        return None  # why it cannot fill a pattern (parse_pattern): it fills any
 
     def starting_point(self, how, rng, trace=None):
         return start_with_length(self, how, rng, trace)
@@ -473,7 +466,7 @@ def fill_left_to_right(model, seq, candidates, temperature, rng, trace=None):
             if trace is not None:  # t: the share of positions still to come
                 trace.append((i + 1, 1 - i / size, temperature, list(seq)))
         if seq[i] == tok.PAD:
-            return seq
+            break
     return seq
 
 

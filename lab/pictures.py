@@ -32,25 +32,49 @@ def svg(width, height, body, font='font-family="sans-serif" font-size="12"'):
 
 def curve_svg(history, unit='name'):
     """The same chart as a self-contained SVG picture."""
-    w, h, pad = 600, 300, 50
-    values = [row[2] for row in history] + [row[3] for row in history if row[3] is not None]
-    low, high, last = min(values), max(values), history[-1][0]
+    return chart_svg([('smoothed loss', [(row[0], row[2]) for row in history], 'line'),
+                      ('validation', [(row[0], row[3]) for row in history
+                                      if row[3] is not None], 'dots')],
+                     ('step', '{:.0f}'), (f'nats per {unit}', '{:.2f}'))
 
-    def xy(step, value):
-        return (pad + step / last * (w - 2 * pad),
-                h - pad - (value - low) / ((high - low) or 1.0) * (h - 2 * pad))
-    loss = ' '.join('%.1f,%.1f' % xy(row[0], row[2]) for row in history)
-    dots = ''.join('<circle cx="%.1f" cy="%.1f" r="4" fill="#d62728"/>' % xy(row[0], row[3])
-                   for row in history if row[3] is not None)
-    return svg(w, h, f'<polyline points="{loss}" fill="none" stroke="#1f77b4" '
-               f'stroke-width="1.5"/>{dots}'
-               f'<path d="M{pad} {pad}V{h - pad}H{w - pad}" fill="none" stroke="black"/>'
-               f'<text x="{pad}" y="{h - pad + 16}">0</text>'
-               f'<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">step {last}</text>'
-               f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{high:.1f}</text>'
-               f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{low:.1f}</text>'
-               f'<text x="{w / 2}" y="{pad - 20}" text-anchor="middle">smoothed loss (blue) and '
-               f'validation (red), nats per {unit}</text>')
+
+COLOURS = ('#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2',
+           '#7f7f7f', '#bcbd22', '#17becf')
+
+
+def chart_svg(series, x_axis, y_axis, colours=None, w=640, h=420, pad=70):
+    """Series of points as a picture: each (label, points, 'line', 'dots' or 'both'[, dashed])
+    in a colour (COLOURS[colours[k]]; by default one each), its label above the plot; each
+    axis, (title, format), spans all the points."""
+    xs = [x for _, points, *_ in series for x, _ in points]
+    ys = [y for _, points, *_ in series for _, y in points]
+    x0, x1, y0, y1, top = min(xs), max(xs), min(ys), max(ys), 30 + 16 * len(series)
+
+    def xy(x, y):
+        return (pad + (x - x0) / ((x1 - x0) or 1) * (w - 2 * pad),
+                h - pad - (y - y0) / ((y1 - y0) or 1) * (h - pad - top))
+    (x_title, x_format), (y_title, y_format) = x_axis, y_axis
+    middle = (top + h - pad) / 2
+    body = [f'<path d="M{pad} {top}V{h - pad}H{w - pad}" fill="none" stroke="black"/>',
+            f'<text x="{pad}" y="{h - pad + 16}">{x_format.format(x0)}</text>',
+            f'<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">{x_format.format(x1)}'
+            f'</text><text x="{w / 2}" y="{h - pad + 36}" text-anchor="middle">'
+            f'{escape(x_title)}</text>',
+            f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{y_format.format(y0)}</text>',
+            f'<text x="{pad - 4}" y="{top + 10}" text-anchor="end">{y_format.format(y1)}</text>',
+            f'<text x="18" y="{middle}" text-anchor="middle" transform="rotate(-90 18 {middle})">'
+            f'{escape(y_title)}</text>']
+    for k, (label, points, style, *dashed) in enumerate(series):
+        colour = COLOURS[(colours[k] if colours else k) % len(COLOURS)]
+        if style != 'dots':
+            body.append('<polyline points="%s" fill="none" stroke="%s" stroke-width="1.5"%s/>' % (
+                ' '.join('%.1f,%.1f' % xy(x, y) for x, y in points), colour,
+                ' stroke-dasharray="6,4"' * any(dashed)))
+        if style != 'line':
+            body += ['<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>' % (*xy(x, y), colour)
+                     for x, y in points]
+        body.append(f'<text x="{pad}" y="{20 + 16 * k}" fill="{colour}">{escape(label)}</text>')
+    return svg(w, h, ''.join(body))
 
 
 def frames(trace, tok, size, start=()):
