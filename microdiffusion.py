@@ -81,8 +81,7 @@ class Tokenizer:
 
 
 def name_of(line):
-    """A line of a names file as a name: no surrounding white space, and no byte-order mark
-    (U+FEFF, which some editors write first) taken for a letter; '' for a blank line."""
+    """A line of a names file as a name, stripped; a byte-order mark (U+FEFF) is no letter."""
     return line.replace('\ufeff', '').strip()
 
 
@@ -189,31 +188,32 @@ def transformer(params, cfg, tokens, positions, causal=False):
 # --- The Model: what the algorithm below calls -----------------------------------------------
 
 class Model:
-    """One thing to pass around: the configuration, the vocabulary, the parameters and p(length).
-    Its methods are where a variant differs (variants/ subclasses it); each is one step of the
-    algorithm below, done as masked diffusion on names does it."""
+    """One thing to pass around: the configuration, the vocabulary, the parameters, p(length).
+    Its methods are the steps where a variant differs (variants/ subclasses it). `outputs` are
+    what a prediction may be in every softmax; a sampler's `candidates` narrow them a position."""
+
+    shapes = staticmethod(transformer_shapes)  # the parameters' names and shapes
+    count_lengths = staticmethod(length_odds)  # p(length), counted on the training names
 
     def __init__(self, cfg, tok, params, lengths=None):
         if cfg.n_embd % cfg.n_head:
             raise ValueError(f'n_embd {cfg.n_embd} is not a multiple of n_head {cfg.n_head}: '
                              'each head takes n_embd / n_head of the numbers')
-        self.cfg, self.tok, self.params = cfg, tok, params
-        self.lengths = lengths or length_odds([], cfg.block_size)  # p(length); uniform if none
-        self.outputs = list(range(len(tok.chars)))  # what a prediction may be: a letter
-
-    shapes = staticmethod(transformer_shapes)  # the parameters' names and shapes
+        self.cfg, self.tok, self.params = cfg, tok, params  # p(length): if not given, all alike
+        self.lengths = self.count_lengths((), cfg.block_size) if lengths is None else lengths
+        self.outputs = list(range(len(tok.chars)))  # a letter: never MASK, nor the end
 
     @classmethod
-    def new(cls, cfg, tok, lengths=None):  # fresh weights, drawn from cfg.seed
+    def new(cls, cfg, tok, names=()):  # fresh weights from cfg.seed; p(length) from names
         shapes = cls.shapes(cfg, tok.vocab_size)
-        return cls(cfg, tok, init_params(shapes, cfg.init_std, random.Random(cfg.seed)), lengths)
+        return cls(cfg, tok, init_params(shapes, cfg.init_std, random.Random(cfg.seed)),
+                   cls.count_lengths(names, cfg.block_size))
 
-    def frozen(self):
-        """The same model on plain floats: no graph, for sampling and evaluation."""
+    def frozen(self):  # the same model on plain floats: no graph, to sample and to score
         return type(self)(self.cfg, self.tok, as_floats(self.params), self.lengths)
 
     @classmethod
-    def longest(cls, cfg):
+    def longest(cls, cfg):  # (of the class: the lab asks before there is a model)
         return cfg.block_size - 1  # the most letters a name may have: the block holds its end
 
     def encode(self, name):
@@ -314,62 +314,6 @@ class Sampling:
     loop_temperature: float = 0.4  # its T, times `temperature` (where the schedule ends)
 
 
-def parse_pattern(pattern, model):
-    """A pattern -> (head, tail): letters are fixed, '_' is one letter to fill in (MASK), and
-    one '*' stands for any number of letters, 0 included, splitting head from tail (tail is
-    None without one). 'm_r__' is five letters m?r??, 'ka*' starts "ka", '*lyn' ends "lyn"."""
-    tok, longest = model.tok, model.longest(model.cfg)
-    head, star, tail = pattern.partition('*')
-    if not pattern:
-        raise ValueError("the pattern is empty; use '*' for any name")
-    if '*' in tail:
-        raise ValueError(f"pattern {pattern!r}: '*' may stand only once")
-    if len(head + tail) > longest:
-        raise ValueError(f'pattern {pattern!r} has {len(head + tail)} positions; '
-                         f'names have at most {longest}')
-    unknown = sorted({c for c in head + tail if c != '_' and c not in tok.ids})
-    if unknown:
-        raise ValueError(f'pattern {pattern!r}: {"".join(unknown)!r} not in the vocabulary '
-                         f'{"".join(tok.chars)!r}')
-    head, tail = [[tok.MASK if c == '_' else tok.ids[c] for c in part] for part in (head, tail)]
-    problem = model.pattern_problem(head, tail if star else None)
-    if problem:
-        raise ValueError(f'pattern {pattern!r}: {problem}')
-    return head, tail if star else None
-
-
-def pattern_lengths(model, head, tail):
-    """p(n | pattern) ∝ p(n) · p(the pattern's letters where length n puts them | n). The
-    second factor by the chain rule through the model's own conditionals: the fixed letters
-    revealed left to right, one forward pass each (masked diffusion models every order)."""
-    mask_id, logs = model.tok.MASK, []  # log p(n) + log p(letters | n), for each n
-    for n, p_n in enumerate(model.lengths):
-        gap = n - len(head) - len(tail)
-        if gap < 0 or p_n == 0:
-            logs.append(-math.inf)
-            continue
-        target, seq = head + [mask_id] * gap + tail, [mask_id] * n + [model.tok.PAD]
-        logs.append(math.log(p_n))
-        for i in [i for i, x in enumerate(target) if x != mask_id]:
-            logs[-1] -= token_nll(model.logits(seq, [i])[0], target[i], model.outputs)
-            seq[i] = target[i]
-    odds = [math.exp(x - max(logs)) for x in logs]  # normalised from the largest: no underflow
-    return [p / sum(odds) for p in odds]
-
-
-def start_with_length(model, how, rng, trace=None):
-    """(tokens, candidates): where the reverse process starts and what each position may
-    become. The length n is drawn first, from p(length | pattern) (a step of the trace); then
-    n blanks, the pattern's letters in place, and the end."""
-    tok, (head, tail) = model.tok, how.pattern or ([], [])  # no pattern: '*', any name
-    n = len(head) if tail is None else rng.choices(
-        range(len(model.lengths)), how.lengths or pattern_lengths(model, head, tail))[0]
-    seq = head + [tok.MASK] * (n - len(head) - len(tail or [])) + (tail or []) + [tok.PAD]
-    if trace is not None and tail is not None:
-        trace.append((how.steps, 1.0, 1.0, seq))  # the length, drawn at T = 1
-    return seq, [model.outputs] * n + [[tok.PAD]]
-
-
 def noise_at(i, steps):
     """The cosine schedule: t_i = cos(π/2 · (1 - i/steps)), 1 at i = steps, 0 at i = 0. It
     decides few positions while little is known and speeds up as letters fill in."""
@@ -413,16 +357,16 @@ def reverse_step(model, seq, candidates, keep_masked, temperature, remask, rng):
 
 def sample_tokens(model, rng, how, trace=None):
     """The reverse process: from blanks (MASK) to a finished name. The length first; then after
-    step i, masked_counts(n0, steps)[i - 1] of the n0 blanks are still masked (steps that would
-    not change the count are skipped), at T = temperature · (T_end + (T_start - T_end) · t).
-    With 64 steps and at most 15 blanks no step decides two letters: one letter at a time, in
-    the model's order of confidence; fewer steps decide several in one forward pass. trace, if
-    a list, receives (step, t, T, tokens) after the length and after every step."""
+    step i, masked_counts(n0, steps)[i - 1] of the n0 blanks are still masked (idle steps are
+    skipped), at T = temperature · (temp_end + (temp_start - temp_end) · t). With 64 steps and
+    at most 15 blanks no step decides two letters: one a forward pass, in the model's order of
+    confidence; fewer steps decide several at once. trace, if a list, receives (step, t, T,
+    tokens) after the length and after every step (and each pass of the loop, if any)."""
     seq, candidates = model.starting_point(how, rng, trace)
     if model.fills_left_to_right(how):
         return fill_left_to_right(model, seq, candidates, how.temperature, rng, trace)
-    blanks = [i for i, tok in enumerate(seq) if tok == model.tok.MASK]  # not a pattern's own
-    counts, loops = masked_counts(len(blanks), how.steps), how.loop_passes
+    blanks = [i for i, tok in enumerate(seq) if tok == model.tok.MASK]  # never a pattern's letter
+    counts, looped = masked_counts(len(blanks), how.steps), not how.loop_passes
     for i in range(how.steps, 0, -1):
         if counts[i - 1] == counts[i]:
             continue
@@ -431,17 +375,16 @@ def sample_tokens(model, rng, how, trace=None):
         seq = reverse_step(model, seq, candidates, counts[i - 1], T, how.remask, rng)
         if trace is not None:
             trace.append((i, t, T, seq))
-        if loops and counts[i - 1] <= how.loop_at:
-            seq, loops = remask_loop(model, seq, candidates, blanks, how, rng, trace, i, t), 0
+        if not looped and counts[i - 1] <= how.loop_at:  # the loop, once, then the rest
+            seq, looped = remask_loop(model, seq, candidates, blanks, how, rng, trace, i, t), True
     return seq
 
 
 def remask_loop(model, seq, candidates, blanks, how, rng, trace, i, t):
-    """ReMDM's loop (Wang et al., 2025): with most letters decided, loop_passes times put
-    loop_remask of the decided ones (among the blanks: never a pattern's own letters) back
-    under MASK, chosen at random, and predict every MASK again, leaving as many masked as
-    before. A letter decided early, when little else was known, gets a second look with its
-    neighbours in view: what decoding several letters in one pass got wrong can be undone."""
+    """ReMDM's loop (Wang et al., 2025): loop_passes times, put loop_remask decided letters
+    (of the blanks: never a pattern's own) back under MASK, chosen at random, and predict every
+    MASK again, as many left masked as before. A letter decided early, when little was known,
+    gets a second look with its neighbours in view: what parallel decoding got wrong can mend."""
     masked, T = seq.count(model.tok.MASK), how.temperature * how.loop_temperature
     for _ in range(how.loop_passes):
         decided = [j for j in blanks if seq[j] != model.tok.MASK]
@@ -457,17 +400,75 @@ def fill_left_to_right(model, seq, candidates, temperature, rng, trace=None):
     """Position 0, then 1, ...: each MASK drawn at `temperature` from the model's odds, the
     positions after it still masked (a GPT reads only those before it), until the end: after a
     PAD no letter may follow. One fixed order of unmasking, where diffusion may take any."""
-    tok, size = model.tok, len(seq)
+    tok, size, seq = model.tok, len(seq), list(seq)  # (a copy: the trace keeps the start)
     for i in range(size):
         if seq[i] == tok.MASK:
             seq[i] = draw(model.logits(seq, [i])[0], candidates[i], temperature, rng)[0]
             if seq[i] == tok.PAD:
                 seq[i:] = [tok.PAD] * (size - i)
-            if trace is not None:  # t: the share of positions still to come
+            if trace is not None:  # t: the share still masked when position i was drawn
                 trace.append((i + 1, 1 - i / size, temperature, list(seq)))
         if seq[i] == tok.PAD:
             break
     return seq
+
+
+# --- Where the reverse process starts: the length, and patterns ------------------------------
+
+def start_with_length(model, how, rng, trace=None):
+    """(tokens, candidates): where the reverse process starts and what each position may
+    become. The length n is drawn first, from p(length | pattern) (a step of the trace); then
+    n blanks, the pattern's letters in place, and the end."""
+    tok, (head, tail) = model.tok, how.pattern or ([], [])  # no pattern: '*', any name
+    n = len(head) if tail is None else rng.choices(
+        range(len(model.lengths)), how.lengths or pattern_lengths(model, head, tail))[0]
+    seq = head + [tok.MASK] * (n - len(head) - len(tail or [])) + (tail or []) + [tok.PAD]
+    if trace is not None and tail is not None:
+        trace.append((how.steps, 1.0, 1.0, seq))  # the length, drawn at T = 1
+    return seq, [model.outputs] * n + [[tok.PAD]]
+
+
+def parse_pattern(pattern, model):
+    """A pattern -> (head, tail): letters are fixed, '_' is one letter to fill in (MASK), and
+    one '*' stands for any number of letters, 0 included, splitting head from tail (tail is
+    None without one). 'm_r__' is five letters m?r??, 'ka*' starts "ka", '*lyn' ends "lyn"."""
+    tok, longest = model.tok, model.longest(model.cfg)
+    head, star, tail = pattern.partition('*')
+    if not pattern:
+        raise ValueError("the pattern is empty; use '*' for any name")
+    if '*' in tail:
+        raise ValueError(f"pattern {pattern!r}: '*' may stand only once")
+    if len(head + tail) > longest:
+        raise ValueError(f'pattern {pattern!r} has {len(head + tail)} positions; '
+                         f'names have at most {longest}')
+    unknown = sorted({c for c in head + tail if c != '_' and c not in tok.ids})
+    if unknown:
+        raise ValueError(f'pattern {pattern!r}: {"".join(unknown)!r} not in the vocabulary '
+                         f'{"".join(tok.chars)!r}')
+    head, tail = [[tok.MASK if c == '_' else tok.ids[c] for c in part] for part in (head, tail)]
+    problem = model.pattern_problem(head, tail if star else None)
+    if problem:
+        raise ValueError(f'pattern {pattern!r}: {problem}')
+    return head, tail if star else None
+
+
+def pattern_lengths(model, head, tail):
+    """p(n | pattern) ∝ p(n) · p(the pattern's letters where length n puts them | n). The
+    second factor by the chain rule through the model's own conditionals: the fixed letters
+    revealed left to right, one forward pass each (masked diffusion models every order)."""
+    mask_id, logs = model.tok.MASK, []  # log p(n) + log p(letters | n), for each n
+    for n, p_n in enumerate(model.lengths):
+        gap = n - len(head) - len(tail)
+        if gap < 0 or p_n == 0:
+            logs.append(-math.inf)
+            continue
+        target, seq = head + [mask_id] * gap + tail, [mask_id] * n + [model.tok.PAD]
+        logs.append(math.log(p_n))
+        for i in [i for i, x in enumerate(target) if x != mask_id]:
+            logs[-1] -= token_nll(model.logits(seq, [i])[0], target[i], model.outputs)
+            seq[i] = target[i]
+    odds = [math.exp(x - max(logs)) for x in logs]  # normalised from the largest: no underflow
+    return [p / sum(odds) for p in odds]
 
 
 # --- The ELBO: how well the model explains a name, in nats -----------------------------------
@@ -513,8 +514,7 @@ def left_to_right_nll(model, tokens):
 
 class Adam:
     """Adam (Kingma & Ba, 2015): each parameter's step is its gradient's running average (m)
-    over the root of its squared gradient's running average (v), both bias-corrected. The tied
-    wte is in the list once, so it gets one pair of moments and one update per step."""
+    over the root of its squared gradient's running average (v), both bias-corrected."""
 
     def __init__(self, values, cfg):
         self.values = values
@@ -599,7 +599,7 @@ def train_step(model, adam, names, step, gradients=None):
 def train(cfg, names, log_every=100, kind=Model):
     """A new model of class `kind` (Model, or a variant's) trained on `names` with the
     settings in cfg, one step after another."""
-    model = kind.new(cfg, Tokenizer.from_names(names), length_odds(names, cfg.block_size))
+    model = kind.new(cfg, Tokenizer.from_names(names), names)
     adam, batches = Adam(flatten(model.params), cfg), model.batches(names)
     for step in range(cfg.steps):
         loss = train_step(model, adam, batches.at(step), step)

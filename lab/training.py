@@ -201,15 +201,11 @@ def resume_command(args):
 
 
 def new_model(kind, cfg, data, train):
-    """A fresh model of this class for this data: its characters, and p(length), counted on
-    the training names, if it draws one."""
+    """A fresh model of this class: the data's characters, p(length) counted on what trains."""
     try:
-        model = kind.new(cfg, md.Tokenizer.from_names(data))
+        return kind.new(cfg, md.Tokenizer.from_names(data), train)
     except ValueError as e:  # a rule of the model's own
         raise UserError(str(e)) from None
-    if model.lengths is not None:
-        model.lengths = md.length_odds(train, cfg.block_size)
-    return model
 
 
 def model_from_flags(args):

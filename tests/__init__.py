@@ -29,7 +29,7 @@ def stub(kind, logits, cfg, tok, lengths=None):
     class Stub(kind):
         def logits(self, tokens, positions):
             return logits(tokens, positions)
-    return Stub(cfg, tok, None, lengths)
+    return Stub(cfg, tok, None, lengths)  # (no lengths: every length alike, if it draws one)
 
 
 class Uniform:
@@ -50,8 +50,7 @@ def trained():
     tests of a trained model share. Returns (the model, its NELBO's mean before training)."""
     cfg, _ = smaller(steps=60, batch_size=4, lr=0.03)
     names = SHORT_NAMES[:24]
-    untrained = md.Model.new(cfg, md.Tokenizer.from_names(names),  # as train() starts
-                             md.length_odds(names, cfg.block_size))
+    untrained = md.Model.new(cfg, md.Tokenizer.from_names(names), names)  # as train() starts
     return md.train(cfg, names, log_every=0), mean_nelbo(untrained, names)
 
 

@@ -152,7 +152,7 @@ class CheckpointTest(unittest.TestCase):
     def test_round_trip_reproduces_logits_exactly(self):
         for name, kind in variants.VARIANTS.items():
             cfg, tok = tiny(variants.config_class(kind))
-            model = kind.new(cfg, tok, md.length_odds(['emma', 'ava'], 16))
+            model = kind.new(cfg, tok, ['emma', 'ava'])
             checkpoint.save_checkpoint(self.path, model)
             loaded, training_state = checkpoint.load_checkpoint(self.path)
             self.assertIsNone(training_state)
@@ -183,7 +183,7 @@ class CheckpointTest(unittest.TestCase):
 
     def good(self):
         cfg, tok = tiny()
-        checkpoint.save_checkpoint(self.path, md.Model.new(cfg, tok, md.length_odds(['ab'], 16)))
+        checkpoint.save_checkpoint(self.path, md.Model.new(cfg, tok, ['ab']))
         with open(self.path) as f:
             return json.load(f), md.Model.new(cfg, tok)
 
@@ -303,8 +303,7 @@ class TrainingTest(unittest.TestCase):
             plain = md.train(cfg, names, log_every=3)
         self.assertEqual(out.getvalue().count('loss'), 2)
         for processes in (1, 2):
-            trained = md.Model.new(cfg, md.Tokenizer.from_names(names),
-                                   md.length_odds(names, cfg.block_size))
+            trained = md.Model.new(cfg, md.Tokenizer.from_names(names), names)
             with self.quiet(), workers.Workers(processes) as pool:
                 training.run_training(trained, names, names[:3], data.fingerprint(names),
                                       self.path, pool, validation=Validation(val_every=2))

@@ -16,18 +16,23 @@ only what came before. What changes:
 """
 
 import microdiffusion as md
+from variants.padded import block
 
 
 class GPT(md.Model):
 
     def __init__(self, cfg, tok, params, lengths=None):
-        super().__init__(cfg, tok, params)
-        self.lengths = None  # no p(length): the end is predicted like a letter
-        self.outputs = self.outputs + [tok.PAD]
+        super().__init__(cfg, tok, params, lengths)
+        self.outputs = self.outputs + [tok.PAD]  # the end: a prediction like a letter
+
+    @staticmethod
+    def count_lengths(names, block_size):
+        return None  # no p(length): the end is predicted with the letters
 
     def logits(self, tokens, positions):
         """For each position i, its logits given tokens[:i] alone: the start token and the
-        tokens before i are read (causal attention: nothing after i could count anyway)."""
+        tokens before the last position asked about are read, and causal attention keeps each
+        position from those after it (all of them are asked about in training)."""
         start = [self.tok.MASK]
         return md.transformer(self.params, self.cfg, start + tokens[:max(positions, default=0)],
                               positions, causal=True)
@@ -60,11 +65,7 @@ class GPT(md.Model):
         return True  # the only order a GPT can fill in: each token from those before it
 
     def starting_point(self, how, rng, trace=None):
-        """The block: a pattern's beginning, then blanks that may be letters or the end (for a
-        pattern of fixed length, the end); the last position can only be the end, since the
-        start token takes one of the block's positions."""
-        tok, (head, tail) = self.tok, how.pattern or ([], [])
-        rest = self.cfg.block_size - len(head)
-        seq = head + [tok.MASK if tail is not None else tok.PAD] * rest
-        candidates = [self.outputs[:-1]] * len(head) + [self.outputs] * (rest - 1) + [[tok.PAD]]
-        return seq, candidates
+        """The padded model's block (variants/padded.py), but its last position can only be
+        the end: the start token takes one of the block's positions."""
+        seq, candidates = block(self, how)
+        return seq, candidates[:-1] + [[self.tok.PAD]]

@@ -37,9 +37,10 @@ class MLP(md.Model):
         return [matmul(out[i * vocab_size:(i + 1) * vocab_size], [hidden])[0] for i in positions]
 
 
-class PaddedMLP(MLP, Padded):
-    """The MLP on the padded block."""
+class PaddedMLP(Padded, MLP):
+    """The MLP on the padded block (the data's class first, as for TextGPT)."""
 
 
-class TextMLP(MLP, Text):
-    """The MLP on windows of running text."""
+class TextMLP(Text, MLP):
+    """The MLP on windows of running text. (A last block shorter than the window is PAD-filled:
+    weights that training on windows never moved.)"""

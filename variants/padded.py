@@ -21,9 +21,12 @@ class Sampling(md.Sampling):
 class Padded(md.Model):
 
     def __init__(self, cfg, tok, params, lengths=None):
-        super().__init__(cfg, tok, params)
-        self.lengths = None  # no p(length): the end is a token, predicted like a letter
-        self.outputs = self.outputs + [tok.PAD]
+        super().__init__(cfg, tok, params, lengths)
+        self.outputs = self.outputs + [tok.PAD]  # the end: a prediction like a letter
+
+    @staticmethod
+    def count_lengths(names, block_size):
+        return None  # no p(length): the end is found with the letters
 
     @classmethod
     def longest(cls, cfg):
@@ -44,14 +47,10 @@ class Padded(md.Model):
         return None
 
     def starting_point(self, how, rng, trace=None):
-        """The block: a pattern's beginning, then blanks that may be letters or the end (or,
-        for a pattern of fixed length, the end). With how.length 'first' (the lesson's Sampling
-        has no such field: first) the end is placed before any letter (draw_end), unless the
-        block is filled left to right; the candidates then say which positions hold letters."""
-        tok, (head, tail) = self.tok, how.pattern or ([], [])
-        rest = self.cfg.block_size - len(head)
-        seq = head + [tok.MASK if tail is not None else tok.PAD] * rest
-        candidates = [self.outputs[:-1]] * len(head) + [self.outputs] * rest
+        """The block (see block). With how.length 'first' (the lesson's Sampling has no such
+        field: first) the end is placed before any letter (draw_end), unless the block is
+        filled left to right; the candidates then say which positions hold letters."""
+        seq, candidates = block(self, how)
         if getattr(how, 'length', 'first') == 'first' and not self.fills_left_to_right(how):
             before, (seq, candidates) = seq, draw_end(self, seq, candidates, rng)
             if trace is not None and seq != before:
@@ -59,11 +58,21 @@ class Padded(md.Model):
         return seq, candidates
 
 
+def block(model, how):
+    """(tokens, candidates) of a PAD-filled block: a pattern's beginning, then blanks that may
+    be letters or the end (or, for a pattern of fixed length, the end itself)."""
+    tok, (head, tail) = model.tok, how.pattern or ([], [])
+    rest = model.cfg.block_size - len(head)
+    seq = head + [tok.MASK if tail is not None else tok.PAD] * rest
+    return seq, [model.outputs[:-1]] * len(head) + [model.outputs] * rest
+
+
 def draw_end(model, seq, candidates, rng):
     """Where the name ends, drawn from the model's odds (at T = 1) before any letter. PADs only
     follow PADs, so P(PAD at i), every open position masked, is the model's P(ended by i): a
-    cumulative distribution (kept from dipping: each P(PAD) is its own output); the end is the
-    first i where it passes a uniform u. From it on, open positions are PAD; before, letters."""
+    cumulative distribution, but one softmax a position, so the curve may dip where it should
+    not: it is read as its running maximum. The end is the first i where it passes a uniform u.
+    From it on, the open positions are PAD; before it, letters."""
     pad, mask = model.tok.PAD, model.tok.MASK
     blanks = [i for i, tok in enumerate(seq) if tok == mask and pad in candidates[i]]
     cdf, end, u = 0.0, len(seq), rng.random()  # end = len(seq): no PAD, every position a letter

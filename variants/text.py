@@ -4,8 +4,9 @@ the text, masked as names are, and it writes block after block (write): each blo
 end of what is written so far in view and the reverse process fills in the rest, as LLaDA's
 semi-autoregressive blocks and Block Diffusion do.
 
-    training   a window:   t h e _ c _ t _ s a t      (each character erased with probability t)
-    writing    in view, then blanks:   s a t _ o n _ _ _ _ _ _   ->   s a t _ o n _ a _ m a t
+    training   a window:   t h e ␣ c _ t ␣ s _ t     (_ is MASK: each character erased with
+                                                      probability t; ␣ is a space)
+    writing    in view, then blanks:   s a t ␣ o n _ _ _ _ _ _   ->   s a t ␣ o n ␣ a ␣ m a t
 """
 
 import random
@@ -18,9 +19,12 @@ from variants.gpt import GPT
 class Text(md.Model):
 
     def __init__(self, cfg, tok, params, lengths=None):
-        super().__init__(cfg, tok, params)
-        self.lengths = None  # a window has no end, so no length to draw
-        self.outputs = list(range(len(tok.chars)))  # a prediction is a character, never PAD
+        super().__init__(cfg, tok, params, lengths)
+        self.outputs = list(range(len(tok.chars)))  # a character, never PAD (as a TextGPT too)
+
+    @staticmethod
+    def count_lengths(names, block_size):
+        return None  # a window has no end, so no length to draw
 
     @classmethod
     def longest(cls, cfg):
@@ -45,17 +49,19 @@ class Text(md.Model):
 
 
 class TextGPT(Text, GPT):
-    """A GPT on running text: the GPT's causal transformer and exact loss on Text's windows,
-    with no end to predict; it writes one character a block, each from all those before it."""
+    """A GPT on running text: the GPT's causal transformer, exact loss and left-to-right
+    filling on Text's windows, with no end to predict. (Text comes first: its windows, its
+    outputs and its starting point win over GPT's.)"""
 
 
 class Windows(md.Batches):
     """A step's windows of block_size characters, at offsets seeded by (seed, step)."""
 
     def at(self, step):
-        size, rng = self.cfg.block_size, random.Random(f'{self.cfg.seed}:windows:{step}')
-        return [self.names[i:i + size] for i in
-                [rng.randint(0, len(self.names) - size) for _ in range(self.cfg.batch_size)]]
+        text, size = self.names, self.cfg.block_size  # (Batches keeps the text as names)
+        rng = random.Random(f'{self.cfg.seed}:windows:{step}')
+        return [text[i:i + size] for i in
+                [rng.randint(0, len(text) - size) for _ in range(self.cfg.batch_size)]]
 
 
 def write(model, prompt, n, rng, how, context=None, trace=False):
