@@ -68,20 +68,33 @@ def on_a_terminal(*args, env=None, stop=None):
     return process.wait(timeout=60), out, drawn
 
 
+SHARED = {}  # made once for every test here: a small names file, a checkpoint trained on it
+
+
+def setUpModule():
+    SHARED['folder'] = tempfile.TemporaryDirectory()
+    SHARED['data'] = os.path.join(SHARED['folder'].name, 'names.txt')
+    with open(SHARED['data'], 'w') as f:
+        f.write('\n'.join(NAMES) + '\n')
+    SHARED['model'] = os.path.join(SHARED['folder'].name, 'model.json')
+    result = run('train', '--data', SHARED['data'], '--steps', '40', '--denoiser', 'mlp',
+                 '--batch-size', '4', '--checkpoint', SHARED['model'], '--workers', '1')
+    assert result.returncode == 0, result.stderr
+
+
+def tearDownModule():
+    SHARED['folder'].cleanup()
+
+
 class Folder(unittest.TestCase):
-    """Each test gets a folder with a small names file and, made once per class, a checkpoint
-    trained on it (the mlp denoiser: the command line is the same, and it trains fast)."""
+    """Each test gets a folder of its own, and the names file and the checkpoint trained on it
+    (the mlp denoiser: the command line is the same, and it trains fast) that all share: no
+    test writes to them."""
 
     @classmethod
     def setUpClass(cls):
         cls.shared = tempfile.TemporaryDirectory()
-        cls.data = os.path.join(cls.shared.name, 'names.txt')
-        with open(cls.data, 'w') as f:
-            f.write('\n'.join(NAMES) + '\n')
-        cls.model = os.path.join(cls.shared.name, 'model.json')
-        result = run('train', '--data', cls.data, '--steps', '40', '--denoiser', 'mlp',
-                     '--batch-size', '4', '--checkpoint', cls.model, '--workers', '1')
-        assert result.returncode == 0, result.stderr
+        cls.data, cls.model = SHARED['data'], SHARED['model']
 
     @classmethod
     def tearDownClass(cls):
