@@ -12,7 +12,8 @@ from lab.reports import run_bench, run_eval, run_forward
 from lab.sampling import SAMPLE_SETTINGS, run_sample
 from lab.settings import LIMITS, SAMPLING_LIMITS, TEXT_BLOCK, fits
 from lab.terminal import Interrupted, UserError, out, say, unsafe
-from lab.training import DEFAULT_DATA, KIND_FLAGS, ROOT, TRAIN_SETTINGS, run_train
+from lab.data import DEFAULT_DATA, ROOT
+from lab.training import KIND_FLAGS, TRAIN_SETTINGS, run_train
 from lab.workers import CPUS, STOP_SIGNALS, TRAIN_PROCESSES, Workers, sample_names
 from lab.workers import without_cycle_collector
 from variants.mlp import MLPConfig

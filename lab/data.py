@@ -1,15 +1,19 @@
 """Reading what the user brings: a names list or running text, each checked line by line, and
 split the same way every time into what trains and what is held out."""
 
+import contextlib
 import hashlib
+import os
 import random
 
 import microdiffusion as md
-from lab.settings import LIMITS, TEXT_HELD_OUT
+from lab.settings import LIMITS, TEXT_HELD_OUT, Validation, fits
 from lab.terminal import UserError, unsafe
 from variants import Text
 
 MAX_DATA = 16 * 2**20  # names.txt is 0.2 MB
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # microdiffusion.py's
+DEFAULT_DATA = os.path.join(ROOT, 'names.txt')
 
 
 def read_file(path, what, limit=MAX_DATA):
@@ -95,3 +99,24 @@ def fingerprint(data):
     """A short hash of the training names or text, so --resume can refuse different data."""
     return hashlib.sha256((data if isinstance(data, str) else '\n'.join(data)).encode(
         'utf-8')).hexdigest()[:16]
+
+
+def training_split(model, state, data, checkpoint):
+    """(what trained, what was held out, path) of the data a checkpoint was trained on: `data`
+    if given, else the file its training section names, if that is still the same data."""
+    state = state or {}
+    settings = state.get('settings') if isinstance(state.get('settings'), dict) else {}
+    val_size = settings.get('val_size')
+    val_size = val_size if fits(val_size, LIMITS['val_size']) else Validation.val_size
+    kind = type(model)
+    if data:
+        return (*split_data(read_data(data, kind, model.cfg), kind, model.cfg, val_size), data)
+    path = state.get('data')
+    path = path if isinstance(path, str) and os.path.isfile(path) else DEFAULT_DATA
+    with contextlib.suppress(UserError):
+        train_names, held_out = split_data(read_data(path, kind, model.cfg), kind, model.cfg,
+                                           val_size)
+        if fingerprint(train_names) == state.get('data_fingerprint'):
+            return train_names, held_out, path
+    raise UserError(f'{checkpoint}: the data it was trained on is not at hand ({path} is not '
+                    'it); pass --data FILE')

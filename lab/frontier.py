@@ -8,10 +8,10 @@ import statistics
 
 import microdiffusion as md
 from lab.checkpoint import load_checkpoint
+from lab.data import training_split
 from lab.files import check_outputs, write_atomic
 from lab.pictures import chart_svg
 from lab.reports import score_kind
-from lab.sampling import training_split
 from lab.terminal import out
 from lab.workers import Workers, enough, nelbo_estimates, sample_names
 

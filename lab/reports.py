@@ -12,8 +12,9 @@ import time
 import microdiffusion as md
 import variants
 from lab.checkpoint import load_checkpoint
-from lab.data import read_names, read_text, windows
+from lab.data import read_names, read_text, split_data, training_split, windows
 from lab.terminal import Progress, UserError, marks, out, show, unsafe
+from lab.training import new_model
 from lab.workers import Workers, enough, nelbo_estimates
 from value import topological_order
 
@@ -73,7 +74,6 @@ def score_line(model, names, label, workers):
 
 
 def run_eval(args):
-    from lab.sampling import training_split  # (the sample command's, reused)
     model, state = load_checkpoint(args.checkpoint)
     gpt, text = isinstance(model, variants.GPT), isinstance(model, variants.Text)
     kind, title, how = (('exact' if gpt else 'left-to-right',
@@ -173,14 +173,12 @@ def run_forward(args):
 
 def run_bench(args):
     """Figures for the current configuration, on this machine, in one process."""
-    from lab.training import new_model
     # A step's cost depends on the weights (how many ReLU units are alive): time trained ones.
     if os.path.exists(args.checkpoint):
         model, weights = load_checkpoint(args.checkpoint)[0], f'the weights in {args.checkpoint}'
     else:
         cfg = md.Config()
         names = [n for n in read_names(args.data) if len(n) <= md.Model.longest(cfg)]
-        from lab.data import split_data
         model = new_model(md.Model, cfg, names, split_data(names, md.Model, cfg, 1000)[0])
         weights = 'freshly initialised weights (train first: trained ones cost differently)'
     cfg, tok, frozen = model.cfg, model.tok, model.frozen()

@@ -1,7 +1,6 @@
 """The sample command: names from a checkpoint (with patterns, traces, statistics, pictures
 and a terminal animation), or running text written block after block."""
 
-import contextlib
 import os
 import random
 import shutil
@@ -9,13 +8,11 @@ import shutil
 import microdiffusion as md
 import variants
 from lab.checkpoint import load_checkpoint
-from lab.data import fingerprint, read_data, split_data
+from lab.data import training_split
 from lab.files import check_outputs, write_atomic
 from lab.pictures import frames, reverse_svg
 from lab.reports import sample_report, score_line
-from lab.settings import LIMITS, Validation, fits
 from lab.terminal import UserError, animate, marks, on_terminal, out, say, show
-from lab.training import DEFAULT_DATA
 from lab.workers import Workers, enough, sample_names
 from variants.padded import Sampling as PaddedSampling
 from variants.text import write
@@ -150,27 +147,6 @@ def write_text(args, model):
             say(f'block {number}, step {i:3d}  t={t:.3f}  T={T:.3f}  {show(tokens, tok)!r}')
         out(''.join(tok.chars[t] for t in fresh), end='')
     out('')
-
-
-def training_split(model, state, data, checkpoint):
-    """(what trained, what was held out, path) of the data a checkpoint was trained on: `data`
-    if given, else the file its training section names, if that is still the same data."""
-    state = state or {}
-    settings = state.get('settings') if isinstance(state.get('settings'), dict) else {}
-    val_size = settings.get('val_size')
-    val_size = val_size if fits(val_size, LIMITS['val_size']) else Validation.val_size
-    kind = type(model)
-    if data:
-        return (*split_data(read_data(data, kind, model.cfg), kind, model.cfg, val_size), data)
-    path = state.get('data')
-    path = path if isinstance(path, str) and os.path.isfile(path) else DEFAULT_DATA
-    with contextlib.suppress(UserError):
-        train_names, held_out = split_data(read_data(path, kind, model.cfg), kind, model.cfg,
-                                           val_size)
-        if fingerprint(train_names) == state.get('data_fingerprint'):
-            return train_names, held_out, path
-    raise UserError(f'{checkpoint}: the data it was trained on is not at hand ({path} is not '
-                    'it); pass --data FILE')
 
 
 def animated(results, models, start, args):

@@ -14,7 +14,7 @@ from dataclasses import asdict, fields
 import microdiffusion as md
 import variants
 from lab.checkpoint import load_checkpoint, loadable, save_checkpoint
-from lab.data import fingerprint, read_data, read_names, read_text, split_data
+from lab.data import DEFAULT_DATA, fingerprint, read_data, read_names, read_text, split_data
 from lab.files import check_outputs, one_writer, write_atomic
 from lab.pictures import curve_chart, curve_svg
 from lab.settings import TEXT_BLOCK, Validation, too_large
@@ -24,8 +24,6 @@ from lab.workers import STOP_SIGNALS, Workers, gradients_from, nelbo_estimates
 TRAIN_SETTINGS = ('steps', 'batch_size', 'lr', 'seed', 'n_embd', 'n_head', 'n_layer',
                   'block_size', 'mlp_hidden')  # Config fields; the kind of model: KIND_FLAGS
 KIND_FLAGS = ('model', 'denoiser', 'padding', 'text')
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # microdiffusion.py's
-DEFAULT_DATA = os.path.join(ROOT, 'names.txt')
 
 
 @contextlib.contextmanager

@@ -433,10 +433,25 @@ class ContractTest(Folder):
     def test_bench(self):
         # in a folder of its own: no model.json there, so fresh weights on names.txt
         result = run('bench', '--repeats', '3', cwd=self.folder.name)
-        self.assertIn('freshly initialised weights', result.stdout)
         self.assertEqual(result.returncode, 0, result.stderr)
-        for label in ('training step', 'forward pass', 'sampled name', 'graph per training step'):
-            self.assertRegex(result.stdout, label + r'.*: [\d,.]+ ')
+        # names.txt: 26 letters, MASK and PAD, and the lab's transformer: 6,848 weights
+        self.assertRegex(result.stdout, r'^bench: transformer with 6,848 parameters, freshly '
+                                        'initialised weights')
+        for label in ('training step', 'forward pass', 'sampled name'):
+            self.assertRegex(result.stdout, label + r'.*: \d+\.\d ms median of 3\n')
+        self.assert_reads_and_graph(result.stdout)
+
+    def assert_reads_and_graph(self, printed):
+        """A median name's letters masked and its end in view; a graph of more edges than
+        nodes (a dot node has a child for each of its numbers)."""
+        positions, masked = map(int, re.search(r'median name: (\d+) positions, (\d+) masked',
+                                               printed).groups())
+        self.assertEqual(positions, masked + 1)
+        self.assertLessEqual(positions, 16)
+        nodes, edges = (int(x.replace(',', '')) for x in re.search(
+            r'graph per training step: ([\d,]+) nodes, ([\d,]+) edges', printed).groups())
+        self.assertLess(100, nodes)
+        self.assertLess(nodes, edges)
 
 
 class BadInputTest(Folder):
@@ -896,7 +911,10 @@ class ReliabilityTest(Folder):
     def test_bench_on_a_small_data_file(self):
         result = run('bench', '--checkpoint', self.model, '--data', self.data, '--repeats', '40')
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn('graph per training step', result.stdout)
+        # the mlp: 8 hidden units to and from each (position, token) of a 10-position block
+        weights = 2 * 8 * 10 * (len(set(''.join(NAMES))) + 2)
+        self.assertIn(f'bench: mlp with {weights:,} parameters, the weights in', result.stdout)
+        ContractTest.assert_reads_and_graph(self, result.stdout)
 
 
 def generated_text(size, seed=0):
@@ -1327,5 +1345,5 @@ class NothingLostTest(Folder):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertFalse(os.path.exists(stale))
         self.assertTrue(os.path.exists(mine))
-        self.assertEqual(sorted(os.listdir(self.folder.name)), ['.run.json.notes.tmp',
-                                                                 'run.json'])
+        self.assertEqual(sorted(os.listdir(self.folder.name)),
+                         ['.run.json.notes.tmp', 'run.json'])

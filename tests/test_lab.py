@@ -310,8 +310,8 @@ class TrainingTest(unittest.TestCase):
             self.assertEqual(md.as_floats(trained.params), md.as_floats(plain.params))
         self.assertEqual(md.sample(plain, 3, seed=5), md.sample(trained, 3, seed=5))
         with workers.Workers(2) as pool:
-            streamed = [name for name, *_ in workers.sample_names(trained, 3, 5, md.Sampling(),
-                                                                 pool)]
+            made = workers.sample_names(trained, 3, 5, md.Sampling(), pool)
+            streamed = [name for name, *_ in made]
         self.assertEqual(streamed, md.sample(plain, 3, seed=5))
 
     def test_a_debugger_keeps_everything_in_one_process(self):
