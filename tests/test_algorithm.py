@@ -248,13 +248,7 @@ class DiffusionTest(unittest.TestCase):
 
     def test_loss_scores_only_the_erased_letters(self):
         cfg, tok = tiny()
-        seen = []
-
-        def recording(tokens, positions):
-            seen.append((list(tokens), list(positions)))
-            return [[0.0] * tok.vocab_size for _ in positions]
-
-        model = stub(md.Model, recording, cfg, tok)
+        model, seen = recording(cfg, tok)
         tokens = model.encode('emma')
         loss = md.diffusion_loss(model, tokens, 0.7, random.Random(4))
         noisy, positions = seen[0]
@@ -330,6 +324,16 @@ class DiffusionTest(unittest.TestCase):
         self.assertAlmostEqual(before, uniform, delta=0.5)  # untrained: near uniform guessing
         # ln(26) = 3.3 nats a letter for guessing; 60 steps learn the common letters
         self.assertLess(after, uniform - 3.0, f'NELBO {uniform:.2f} -> {after:.2f}')
+
+
+def recording(cfg, tok):
+    """(a model that knows nothing, the list of (tokens, positions) it is asked about)."""
+    seen = []
+
+    def logits(tokens, positions):
+        seen.append((list(tokens), list(positions)))
+        return [[0.0] * tok.vocab_size for _ in positions]
+    return stub(md.Model, logits, cfg, tok), seen
 
 
 def odds(tok, tokens, positions):
@@ -565,12 +569,7 @@ class SamplerTest(unittest.TestCase):
 
     def test_left_to_right_unmasks_one_position_after_another(self):
         cfg, tok = tiny()
-        seen = []
-
-        def recording(tokens, positions):
-            seen.append((list(tokens), list(positions)))
-            return [[0.0] * tok.vocab_size for _ in positions]
-        model = stub(md.Model, recording, cfg, tok)
+        model, seen = recording(cfg, tok)
         tokens = model.encode('ava')
         md.left_to_right_nll(model, tokens)
         for i, (noisy, positions) in enumerate(seen):  # i, those before it visible

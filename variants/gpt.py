@@ -16,18 +16,10 @@ only what came before. What changes:
 """
 
 import microdiffusion as md
-from variants.padded import block
+from variants.padded import EndToken, block
 
 
-class GPT(md.Model):
-
-    def __init__(self, cfg, tok, params, lengths=None):
-        super().__init__(cfg, tok, params, lengths)
-        self.outputs = self.outputs + [tok.PAD]  # the end: a prediction like a letter
-
-    @staticmethod
-    def count_lengths(names, block_size):
-        return None  # no p(length): the end is predicted with the letters
+class GPT(EndToken):  # the end a token it predicts, as the padded block's (variants/padded.py)
 
     def logits(self, tokens, positions):
         """For each position i, its logits given tokens[:i] alone: the start token and the
@@ -36,12 +28,6 @@ class GPT(md.Model):
         start = [self.tok.MASK]
         return md.transformer(self.params, self.cfg, start + tokens[:max(positions, default=0)],
                               positions, causal=True)
-
-    def erasable(self, tokens):
-        return list(range(len(tokens)))  # every token is predicted, the end included
-
-    def length_nll(self, tokens):
-        return 0.0  # the end's -log p is among the tokens'
 
     def loss(self, tokens, t, rng):
         return self.nll(tokens)  # no noise: t and rng are not used
@@ -54,12 +40,10 @@ class GPT(md.Model):
 
     def pattern_problem(self, head, tail):
         mask = self.tok.MASK
-        if tail:
-            return "'*' may only come last for this model"
         if mask in head and any(t != mask for t in head[head.index(mask):]):
             return ('a GPT reads left to right, so it can only continue a fixed beginning (ka*, '
                     'ka__); filling a blank before a fixed letter takes diffusion')
-        return None
+        return super().pattern_problem(head, tail)
 
     def fills_left_to_right(self, how):
         return True  # the only order a GPT can fill in: each token from those before it

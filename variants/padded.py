@@ -18,7 +18,9 @@ class Sampling(md.Sampling):
     length: str = 'first'  # 'first': the end drawn before any letter; 'along': as a letter
 
 
-class Padded(md.Model):
+class EndToken(md.Model):
+    """What the padded block and the GPT share: the end is a token, PAD, that the model
+    predicts like a letter, where the lesson draws a length first."""
 
     def __init__(self, cfg, tok, params, lengths=None):
         super().__init__(cfg, tok, params, lengths)
@@ -28,23 +30,26 @@ class Padded(md.Model):
     def count_lengths(names, block_size):
         return None  # no p(length): the end is found with the letters
 
+    def erasable(self, tokens):
+        return list(range(len(tokens)))  # every position is predicted, PAD included
+
+    def length_nll(self, tokens):
+        return 0.0  # the end's -log p is among the positions'
+
+    def pattern_problem(self, head, tail):
+        if tail:  # its end is found along the way, not drawn first
+            return "'*' may only come last for this model"
+        return None
+
+
+class Padded(EndToken):
+
     @classmethod
     def longest(cls, cfg):
         return cfg.block_size  # a name may fill the block: its end is the block's
 
     def encode(self, name):
         return self.tok.encode(name, self.cfg.block_size)
-
-    def erasable(self, tokens):
-        return list(range(len(tokens)))  # every position, PAD included
-
-    def length_nll(self, tokens):
-        return 0.0  # the end's -log p is among the erased positions'
-
-    def pattern_problem(self, head, tail):
-        if tail:  # its end is found along the way, not drawn first
-            return "'*' may only come last for this model"
-        return None
 
     def starting_point(self, how, rng, trace=None):
         """The block (see block). With how.length 'first' (the lesson's Sampling has no such
