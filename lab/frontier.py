@@ -31,7 +31,8 @@ def run_frontier(args):
                     label = f'{path}, {steps} steps, ' + ('loop ' + ','.join(
                         f'{x:g}' for x in loop.values()) if loop else 'no loop')
                     points = [point(model, scorer, trained, md.Sampling(
-                        steps=steps, temperature=T, **loop), args, workers) + (T,)
+                        steps=steps, temperature=T, **{'loop_passes': 0, **loop}), args,
+                        workers) + (T,)
                         for T in args.temperatures]
                     for new, score, unique, passes, T in points:
                         out(f'{label}, T {T:g}: {new:.1%} new, {unique:.1%} unique, new names '

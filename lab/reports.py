@@ -206,7 +206,8 @@ def run_bench(args):
                       f'{label}', lambda i: frozen.logits(reads, range(len(reads)))),
                      (f'written block of {cfg.block_size // 2} characters' if text else
                       'sampled name', lambda i: list(variants.text.write(
-                          frozen, [], cfg.block_size // 2, random.Random(i), md.Sampling(), 0))
+                          frozen, [], cfg.block_size // 2, random.Random(i),
+                          variants.text.Sampling(), 0))
                       if text else md.sample_tokens(frozen, random.Random(i), md.Sampling()))):
         times = []
         for i in range(args.repeats):

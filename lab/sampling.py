@@ -15,7 +15,7 @@ from lab.reports import sample_report, score_line
 from lab.terminal import UserError, animate, marks, on_terminal, out, say, show
 from lab.workers import Workers, enough, sample_names
 from variants.padded import Sampling as PaddedSampling
-from variants.text import write
+from variants.text import Sampling as TextSampling, write
 
 LOOP = ('loop_passes', 'loop_at', 'loop_remask', 'loop_temperature')
 SAMPLE_SETTINGS = ('steps', 'temp_start', 'temp_end', 'temperature', 'remask', 'order',
@@ -28,7 +28,9 @@ NOT_LEFT_TO_RIGHT = ('temp_start', 'temp_end', 'remask', 'length') + LOOP
 def sampling_from(args, model):
     """The Sampling the flags ask for, a pattern included, or the reason it cannot be."""
     padded = isinstance(model, variants.Padded)
-    how = (PaddedSampling if padded else md.Sampling)(**{
+    kind = PaddedSampling if padded else TextSampling if isinstance(
+        model, variants.Text) else md.Sampling
+    how = kind(**{
         name: getattr(args, name) for name in SAMPLE_SETTINGS
         if getattr(args, name) is not None and (padded or name != 'length')})
     gpt = isinstance(model, variants.GPT)
