@@ -1240,7 +1240,7 @@ class NothingLostTest(Folder):
     @unittest.skipUnless(os.path.exists('/proc/self/task'), 'needs /proc to find the workers')
     def test_signals_to_the_whole_process_group(self):
         checkpoint = self.path('run.json')
-        for number in (signal.SIGTERM, signal.SIGHUP):
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # Ctrl-C: the group too
             process = self.group(self.train(checkpoint, '--steps', '5', '--batch-size', '3000',
                                             '--workers', '2'))
             os.killpg(process.pid, number)  # the workers too, as timeout and a closed terminal
@@ -1337,6 +1337,13 @@ class NothingLostTest(Folder):
         ups = re.findall(rb'\x1b\[(\d+)A', drawn)
         self.assertTrue(ups)
         self.assertEqual(set(ups), {b'1'})  # each frame one line up: nothing piles up
+        # names side by side on a terminal 11 columns wide: each row of 10 + 4 + 10 (the block
+        # holds 10) wraps onto 3 lines, so a block of 2 rows is redrawn from 6 lines up
+        status, out, drawn = on_a_terminal('sample', '--checkpoint', self.model, '--num', '2',
+                                           '--animate', '--compare', self.model, '--fps',
+                                           '1000', env={'COLUMNS': '11', 'NO_COLOR': '1'})
+        self.assertEqual(status, 0, drawn)
+        self.assertEqual(set(re.findall(rb'\x1b\[(\d+)A', drawn)), {b'6'})
 
     def test_a_killed_save_leaves_no_litter_for_long(self):
         stale = self.write('.run.json.k1ll_9ab.tmp', '{"half a checkpoint')  # as kill -9 left
