@@ -299,18 +299,19 @@ def diffusion_loss(model, tokens, t, rng):
 
 @dataclass
 class Sampling:
-    """How to run the reverse process."""
-    steps: int = 64             # reverse steps on the cosine schedule (idle ones are skipped)
+    """How to run the reverse process: by default several letters a pass (4 steps), mended by
+    the loop; at the same share of new names, 1.1 nats better than 64 steps (MEASUREMENTS.md)."""
+    steps: int = 4              # reverse steps on the cosine schedule (idle ones are skipped)
     temp_start: float = 1.0     # at t = 1 the model's own odds, re-masking at random (see draw)
     temp_end: float = 0.4       # at t = 0, colder: the last letters fit the first ones
-    temperature: float = 1.0    # scales both: 1 keeps temp_start -> temp_end
+    temperature: float = 1.4    # scales both, and the loop's: from 1.4 down to 0.56
     remask: str = 'confidence'  # which guesses go back under MASK: 'confidence' or 'random'
     order: str = 'any'          # or 'left-to-right', one position at a time
     pattern: tuple = None       # (head, tail) from parse_pattern; None: any name
     lengths: list = None        # p(length | pattern), from pattern_lengths (computed once)
-    loop_passes: int = 0        # ReMDM's loop (remask_loop): the passes it makes; 0: none
-    loop_at: int = 0            # it starts once at most this many letters are still masked
-    loop_remask: int = 1        # decided letters put back under MASK a pass, at random
+    loop_passes: int = 16       # ReMDM's loop (remask_loop): the passes it makes; 0: none
+    loop_at: int = 2            # it starts once at most this many letters are still masked
+    loop_remask: int = 2        # decided letters put back under MASK a pass, at random
     loop_temperature: float = 0.4  # its T, times `temperature` (where the schedule ends)
 
 
@@ -360,8 +361,8 @@ def sample_tokens(model, rng, how, trace=None):
     step i, masked_counts(n0, steps)[i - 1] of the n0 blanks are still masked (idle steps are
     skipped), at T = temperature · (temp_end + (temp_start - temp_end) · t). With 64 steps and
     at most 15 blanks no step decides two letters: one a forward pass, in the model's order of
-    confidence; fewer steps decide several at once. trace, if a list, receives (step, t, T,
-    tokens) after the length and after every step (and each pass of the loop, if any)."""
+    confidence; fewer decide several at once. trace, if a list, receives (step, t, T, tokens)
+    after the length, every step and every pass of the loop."""
     seq, candidates = model.starting_point(how, rng, trace)
     if model.fills_left_to_right(how):
         return fill_left_to_right(model, seq, candidates, how.temperature, rng, trace)
@@ -382,9 +383,8 @@ def sample_tokens(model, rng, how, trace=None):
 
 def remask_loop(model, seq, candidates, blanks, how, rng, trace, i, t):
     """ReMDM's loop (Wang et al., 2025): loop_passes times, put loop_remask decided letters
-    (of the blanks: never a pattern's own) back under MASK, chosen at random, and predict every
-    MASK again, as many left masked as before. A letter decided early, when little was known,
-    gets a second look with its neighbours in view: what parallel decoding got wrong can mend."""
+    (never a pattern's own) back under MASK at random and predict every MASK again, as many left
+    masked as before: a letter decided early, little known, gets a look with its neighbours."""
     masked, T = seq.count(model.tok.MASK), how.temperature * how.loop_temperature
     for _ in range(how.loop_passes):
         decided = [j for j in blanks if seq[j] != model.tok.MASK]

@@ -42,23 +42,23 @@ COLOURS = ('#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e
            '#7f7f7f', '#bcbd22', '#17becf')
 
 
-def chart_svg(series, x_axis, y_axis, colours=None, w=640, h=420, pad=70):
+def chart_svg(series, x_axis, y_axis, colours=None, w=600, h=420, pad=70, legend=280):
     """Series of points as a picture: each (label, points, 'line', 'dots' or 'both'[, dashed])
-    in a colour (COLOURS[colours[k]]; by default one each), its label above the plot; each
-    axis, (title, format), spans all the points."""
+    in a colour (COLOURS[colours[k]]; by default one each), its label in the legend at the
+    right; each axis, (title, format), spans all the points."""
     xs = [x for _, points, *_ in series for x, _ in points]
     ys = [y for _, points, *_ in series for _, y in points]
-    x0, x1, y0, y1, top = min(xs), max(xs), min(ys), max(ys), 30 + 16 * len(series)
+    x0, x1, y0, y1, top, right = min(xs), max(xs), min(ys), max(ys), 30, w - 30
 
     def xy(x, y):
-        return (pad + (x - x0) / ((x1 - x0) or 1) * (w - 2 * pad),
+        return (pad + (x - x0) / ((x1 - x0) or 1) * (right - pad),
                 h - pad - (y - y0) / ((y1 - y0) or 1) * (h - pad - top))
     (x_title, x_format), (y_title, y_format) = x_axis, y_axis
     middle = (top + h - pad) / 2
-    body = [f'<path d="M{pad} {top}V{h - pad}H{w - pad}" fill="none" stroke="black"/>',
+    body = [f'<path d="M{pad} {top}V{h - pad}H{right}" fill="none" stroke="black"/>',
             f'<text x="{pad}" y="{h - pad + 16}">{x_format.format(x0)}</text>',
-            f'<text x="{w - pad}" y="{h - pad + 16}" text-anchor="end">{x_format.format(x1)}'
-            f'</text><text x="{w / 2}" y="{h - pad + 36}" text-anchor="middle">'
+            f'<text x="{right}" y="{h - pad + 16}" text-anchor="end">{x_format.format(x1)}'
+            f'</text><text x="{(pad + right) / 2}" y="{h - pad + 36}" text-anchor="middle">'
             f'{escape(x_title)}</text>',
             f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{y_format.format(y0)}</text>',
             f'<text x="{pad - 4}" y="{top + 10}" text-anchor="end">{y_format.format(y1)}</text>',
@@ -66,15 +66,16 @@ def chart_svg(series, x_axis, y_axis, colours=None, w=640, h=420, pad=70):
             f'{escape(y_title)}</text>']
     for k, (label, points, style, *dashed) in enumerate(series):
         colour = COLOURS[(colours[k] if colours else k) % len(COLOURS)]
+        stroke = f'stroke="{colour}" stroke-width="1.5"' + ' stroke-dasharray="6,4"' * any(dashed)
         if style != 'dots':
-            body.append('<polyline points="%s" fill="none" stroke="%s" stroke-width="1.5"%s/>' % (
-                ' '.join('%.1f,%.1f' % xy(x, y) for x, y in points), colour,
-                ' stroke-dasharray="6,4"' * any(dashed)))
+            body.append('<polyline points="%s" fill="none" %s/>' % (
+                ' '.join('%.1f,%.1f' % xy(x, y) for x, y in points), stroke))
         if style != 'line':
             body += ['<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>' % (*xy(x, y), colour)
                      for x, y in points]
-        body.append(f'<text x="{pad}" y="{20 + 16 * k}" fill="{colour}">{escape(label)}</text>')
-    return svg(w, h, ''.join(body))
+        body.append(f'<path d="M{w} {top + 20 * k - 4}h24" {stroke}/><text x="{w + 30}" '
+                    f'y="{top + 20 * k}" fill="{colour}">{escape(label)}</text>')
+    return svg(w + legend, h, ''.join(body))
 
 
 def frames(trace, tok, size, start=()):

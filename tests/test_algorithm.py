@@ -387,7 +387,7 @@ class SamplerTest(unittest.TestCase):
         counted = stub(md.Model, counting, cfg, tok, md.length_odds(NAMES, 16))
         for steps in (64, 10, 3):
             calls.clear()
-            trace, how = [], md.Sampling(steps=steps)
+            trace, how = [], md.Sampling(steps=steps, loop_passes=0)  # the schedule alone
             seq = md.sample_tokens(counted, random.Random(steps), how, trace)
             n = len(tok.decode(seq))  # the length, drawn first: its blanks, then the end
             self.assertEqual(trace.pop(0), (steps, 1.0, 1.0, [tok.MASK] * n + [tok.PAD]))
@@ -396,7 +396,8 @@ class SamplerTest(unittest.TestCase):
             self.assertEqual([entry[0] for entry in trace], decisive)
             for i, t, T, tokens in trace:
                 self.assertEqual(tokens.count(tok.MASK), counts[i - 1])
-                self.assertAlmostEqual(T, how.temp_end + (how.temp_start - how.temp_end) * t)
+                self.assertAlmostEqual(T, how.temperature * (how.temp_end + (
+                    how.temp_start - how.temp_end) * t))
             self.assertEqual(calls, [counts[i] for i in decisive])  # one pass a step
             self.assertNotIn(tok.MASK, seq)
             self.assertEqual(len(seq), n + 1)
@@ -582,10 +583,39 @@ class SamplerTest(unittest.TestCase):
                 order='left-to-right'), trace)
             n = len(tok.decode(seq))
             self.assertEqual(seq, model.encode(tok.decode(seq)))
-            self.assertEqual([step for step, *_ in trace], [64] + list(range(1, n + 1)))
+            self.assertEqual([step for step, *_ in trace], [4] + list(range(1, n + 1)))
             for k, (_, _, _, state) in enumerate(trace[1:], start=1):  # a position a step
                 self.assertEqual(state[:k], seq[:k])
                 self.assertEqual(state[k:n], [tok.MASK] * (n - k))
+
+    def test_the_loop_re_masks_decided_letters_and_predicts_them_again(self):
+        cfg, tok = tiny()
+        calls = []
+
+        def counting(tokens, positions):
+            calls.append(list(tokens))
+            return [[math.sin(v + i) for v in range(tok.vocab_size)] for i in positions]
+        model = stub(md.Model, counting, cfg, tok)
+        for remask in (1, 3):
+            how = md.Sampling(steps=4, loop_passes=5, loop_at=2, loop_remask=remask,
+                              pattern=md.parse_pattern('k______a', model))
+            calls.clear()
+            trace = []
+            seq = md.sample_tokens(model, random.Random(remask), how, trace)
+            schedule = [i for i in range(4, 0, -1)
+                        if md.masked_counts(6, 4)[i - 1] != md.masked_counts(6, 4)[i]]
+            self.assertEqual(len(calls), len(schedule) + 5)  # the loop's passes: 5 more
+            self.assertEqual(len(trace), len(schedule) + 5)
+            first = next(k for k, (i, *_) in enumerate(trace) if md.masked_counts(6, 4)[i - 1] <= 2)
+            masked = trace[first][3].count(tok.MASK)
+            for k in range(first + 1, first + 6):  # each pass: `remask` put back, as many left
+                before, after = calls[k], trace[k][3]
+                self.assertEqual(before.count(tok.MASK), masked + remask)
+                self.assertEqual(after.count(tok.MASK), masked)
+                self.assertEqual((before[0], before[7]), (tok.ids['k'], tok.ids['a']))
+                self.assertEqual(trace[k][2], how.temperature * how.loop_temperature)
+            self.assertEqual(tok.decode(seq)[::7], 'ka')  # the pattern's letters, kept
+            self.assertNotIn(tok.MASK, seq)
 
     def test_sample_is_the_same_whoever_asks(self):
         model, _ = trained()

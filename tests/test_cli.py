@@ -170,7 +170,8 @@ class ContractTest(Folder):
     def test_temperatures_follow_the_flags(self):
         result = run('sample', '--checkpoint', self.model, '--num', '1', '--trace',
                      '--temp-start', '2', '--temp-end', '0.5', '--temperature', '0.8',
-                     '--pattern', '_' * 9)  # nine letters: no length to draw
+                     '--pattern', '_' * 9,  # nine letters: no length to draw
+                     '--steps', '64', '--loop-passes', '0')  # the schedule alone
         self.assertEqual(result.returncode, 0, result.stderr)
         steps = re.findall(r't=(\d\.\d+) +T=(\d\.\d+)', result.stderr)
         self.assertEqual(len(steps), 9)  # one line per step that decides one of 9 letters
@@ -1075,7 +1076,7 @@ class SamplersTest(Folder):
 
     def test_the_loop_and_where_it_means_nothing(self):
         sample = ['sample', '--checkpoint', self.model, '--num', '4', '--trace', '--pattern',
-                  'e' + '_' * 5]
+                  'e' + '_' * 5, '--steps', '64', '--loop-passes', '0']
         plain, looped = run_all([sample, sample + ['--loop-passes', '3', '--loop-at', '2',
                                                    '--loop-remask', '2']])
         for result in (plain, looped):

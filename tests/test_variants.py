@@ -113,8 +113,8 @@ class PaddedTest(unittest.TestCase):
         model, ends = stub(Padded, ends_by_8, cfg, tok), set()
         for seed in range(12):
             trace = []
-            seq = md.sample_tokens(model, random.Random(seed), md.Sampling(steps=20,
-                                                                           temperature=0.7), trace)
+            seq = md.sample_tokens(model, random.Random(seed), md.Sampling(
+                steps=20, temperature=0.7, loop_passes=0), trace)
             end = len(tok.decode(seq))
             if end < cfg.block_size:  # the length step: only PADs placed, from the end on
                 self.assertEqual(trace[0][3], [tok.MASK] * end + [tok.PAD] * (16 - end))
@@ -132,10 +132,11 @@ class PaddedTest(unittest.TestCase):
         self.assertLess(max(ends), cfg.block_size)
         trace = []  # a pattern of fixed length: no length step
         md.sample_tokens(model, random.Random(0), md.Sampling(
-            pattern=md.parse_pattern('m_r__', model)), trace)
+            steps=64, loop_passes=0, pattern=md.parse_pattern('m_r__', model)), trace)
         self.assertEqual([tokens.count(tok.MASK) for _, _, _, tokens in trace], [2, 1, 0])
         trace = []  # --length along: the end is found with the letters, the whole block
-        md.sample_tokens(model, random.Random(0), PaddedSampling(length='along'), trace)
+        md.sample_tokens(model, random.Random(0), PaddedSampling(length='along', steps=64),
+                         trace)
         self.assertEqual(trace[0][3].count(tok.MASK), md.masked_counts(16, 64)[trace[0][0] - 1])
 
     def test_length_follows_its_odds_whatever_the_temperature(self):
