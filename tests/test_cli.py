@@ -129,18 +129,17 @@ class ContractTest(Folder):
             self.assertLessEqual(len(name), 16)
 
     def test_same_seed_same_names(self):
-        first = run('sample', '--checkpoint', self.model, '--num', '6', '--seed', '11').stdout
-        again = run('sample', '--checkpoint', self.model, '--num', '6', '--seed', '11',
-                    '--workers', '2').stdout
-        other = run('sample', '--checkpoint', self.model, '--num', '6', '--seed', '12').stdout
+        sample = ['sample', '--checkpoint', self.model, '--num', '6', '--seed']
+        first, again, other = (result.stdout for result in run_all(
+            [sample + ['11'], sample + ['11', '--workers', '2'], sample + ['12']]))
         self.assertEqual(first, again)
         self.assertNotEqual(first, other)
 
     def test_same_seed_same_model(self):
-        for workers in ('1', '2'):
-            result = run('train', '--data', self.data, '--steps', '40', '--denoiser', 'mlp',
-                         '--checkpoint', self.path(f'm{workers}.json'), '--workers', workers,
-                         '--batch-size', '3')
+        for result in run_all([['train', '--data', self.data, '--steps', '40', '--denoiser',
+                                'mlp', '--checkpoint', self.path(f'm{workers}.json'),
+                                '--workers', workers, '--batch-size', '3']
+                               for workers in ('1', '2')]):
             self.assertEqual(result.returncode, 0, result.stderr)
         with open(self.path('m1.json')) as a, open(self.path('m2.json')) as b:
             self.assertEqual(json.load(a)['params'], json.load(b)['params'])
@@ -202,6 +201,11 @@ class ContractTest(Folder):
         shutil.copy(self.data, self.path('my names.txt'))
         args = ['train', '--data', 'my names.txt', '--steps', '300', '--denoiser', 'mlp',
                 '--batch-size', '4', '--checkpoint', 'run.json', '--workers', '1']
+        straight = subprocess.Popen(  # the same run, not stopped, beside it
+            [sys.executable, SCRIPT, 'train', *args[1:-4], '--checkpoint', 'straight.json',
+             '--workers', '1'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=self.folder.name)
+        self.addCleanup(ReliabilityTest.end, straight)
         process = subprocess.Popen([sys.executable, SCRIPT, *args], stderr=subprocess.PIPE,
                                    stdout=subprocess.PIPE, text=True, cwd=self.folder.name)
         for line in process.stderr:  # the first progress line: training is under way
@@ -222,9 +226,8 @@ class ContractTest(Folder):
                                  cwd=self.folder.name, timeout=120)
         self.assertEqual(resumed.returncode, 0, resumed.stderr)
         self.assertIn(f'resuming run.json at step {step} of 300', resumed.stderr)
-        straight = run('train', *args[1:-4], '--checkpoint', 'straight.json', '--workers', '1',
-                       cwd=self.folder.name)
-        self.assertEqual(straight.returncode, 0, straight.stderr)
+        _, err = straight.communicate(timeout=120)
+        self.assertEqual(straight.returncode, 0, err)
         with open(self.path('run.json')) as a, open(self.path('straight.json')) as b:
             self.assertEqual(json.load(a)['params'], json.load(b)['params'])
 
@@ -297,31 +300,32 @@ class ContractTest(Folder):
                      '--batch-size', '4', '--checkpoint', gpt, '--workers', '2')
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn('val NLL', result.stderr)
+        # four letters in the pattern of the scored run: the 40-step model has not learned
+        # where names end, and the GPT can only score names shorter than its block
+        bench, result, names, again, scored, ordered = run_all([
+            ['bench', '--checkpoint', gpt, '--data', self.data, '--repeats', '3'],
+            ['eval', '--checkpoint', gpt, '--data', self.data],
+            ['sample', '--checkpoint', gpt, '--num', '6', '--pattern', 'ja*'],
+            ['sample', '--checkpoint', gpt, '--num', '6', '--pattern', 'ja*', '--workers', '1'],
+            ['sample', '--checkpoint', self.model, '--num', '4', '--stats', '--data', self.data,
+             '--score-with', gpt, '--pattern', '____'],
+            ['eval', '--checkpoint', self.model, '--data', self.data, '--order',
+             'left-to-right']])
         # bench's forward pass reads what a GPT reads: the start token and a name's letters
-        bench = run('bench', '--checkpoint', gpt, '--data', self.data, '--repeats', '3')
         self.assertEqual(bench.returncode, 0, bench.stderr)
         read = int(re.search(r'forward pass.*: (\d+) positions, the start token and the letters',
                              bench.stdout).group(1))
         self.assertLess(1, read)
         self.assertLess(read, max(map(len, NAMES)) + 1)
-        result = run('eval', '--checkpoint', gpt, '--data', self.data)
         self.assertRegex(result.stdout.strip().split('\n')[-1],
                          r'^NLL \(GPT, exact\) \d+\.\d+ nats/name  \d+\.\d+ bits/char  '
                          r'\(36 names\)$')
-        names = run('sample', '--checkpoint', gpt, '--num', '6', '--pattern', 'ja*').stdout.split()
+        names = names.stdout.split()
         self.assertEqual(len(names), 6)
         self.assertTrue(all(n.startswith('ja') and len(n) < 16 for n in names), names)
-        again = run('sample', '--checkpoint', gpt, '--num', '6', '--pattern', 'ja*', '--workers',
-                    '1').stdout.split()
-        self.assertEqual(again, names)
-        # four letters: the 40-step model has not learned where names end, and the GPT can
-        # only score names shorter than its block
-        scored = run('sample', '--checkpoint', self.model, '--num', '4', '--stats', '--data',
-                     self.data, '--score-with', gpt, '--pattern', '____')
+        self.assertEqual(again.stdout.split(), names)
         self.assertRegex(scored.stderr, r'scored by .*gpt.json: samples \d+\.\d+ nats/name.*; '
                                         r'held-out real names \d+\.\d+ nats/name')
-        ordered = run('eval', '--checkpoint', self.model, '--data', self.data, '--order',
-                      'left-to-right')
         self.assertRegex(ordered.stdout, r'NLL \(left to right, exact\) \d+\.\d+ nats/name')
 
     @unittest.skipIf(sys.version_info[:3] == (3, 13, 0),
@@ -1172,7 +1176,7 @@ class NothingLostTest(Folder):
                 self.train(self.path('run.json'), '--steps', '2', '--curve', page),
                 ['sample', '--checkpoint', self.model, '--svg', svg],
                 self.train(self.path('run.json'), '--steps', '2')]
-        results = [run(*args) for args in runs]  # one after another: two share run.json
+        results = run_all(runs[:4]) + [run(*runs[4])]  # (the last writes run.json too)
         for result, what in zip(results[:4], ('checkpoint', 'checkpoint', 'picture', 'picture')):
             self.refused(result, f"holds something other than a {what} of this lab's")
         self.assertEqual([self.snapshot(path) for path in documents], before)

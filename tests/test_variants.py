@@ -154,7 +154,7 @@ class PaddedTest(unittest.TestCase):
         model = stub(Padded, ending, cfg, tok)
         expected = [0.1, 0.1, 0.0, 0.3, 0.4, 0.05, 0.05]  # lengths 0..6 (6: no PAD at all)
         for temperature in (1.0, 0.3):
-            how = md.Sampling(temperature=temperature)
+            how = md.Sampling(temperature=temperature, loop_passes=0)  # (lengths: no loop)
             lengths = [len(tok.decode(md.sample_tokens(model, random.Random(s), how)))
                        for s in range(3000)]
             for n, p in enumerate(expected):
