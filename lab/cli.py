@@ -198,8 +198,9 @@ def stop(number, frame):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     without_cycle_collector()
-    for number in STOP_SIGNALS:
-        signal.signal(number, stop)
+    for number in STOP_SIGNALS:  # (Ctrl-C raises KeyboardInterrupt already, or a debugger's)
+        if number != signal.SIGINT:
+            signal.signal(number, stop)
     try:
         for number, name in ((1, 'stdout'), (2, 'stderr')):
             if getattr(sys, name) is None:  # closed: the next file opened would take its number
