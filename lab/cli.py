@@ -148,7 +148,8 @@ def build_parser():
     for name, (about, settings, flags) in COMMANDS.items():
         sub = commands.add_parser(name, help=about, description=about[:1].upper() + about[1:] + (
             '. A GPT, or --order left-to-right, draws one position at a time at --temperature, '
-            'and refuses --temp-start, --temp-end, --remask and --length.' * (name == 'sample')))
+            'and refuses --temp-start, --temp-end, --remask, --length and --loop-*.' * (
+                name == 'sample')))
         if settings is not None:  # all but forward read or write a checkpoint
             sub.add_argument('--checkpoint', **FILE, default=DEFAULT_CHECKPOINT,
                              help='the model file (model.json)')
