@@ -42,7 +42,7 @@ COLOURS = ('#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e
            '#7f7f7f', '#bcbd22', '#17becf')
 
 
-def chart_svg(series, x_axis, y_axis, colours=None, w=600, h=420, pad=70, legend=280):
+def chart_svg(series, x_axis, y_axis, colours=None, w=600, h=420, pad=70):
     """Series of points as a picture: each (label, points, 'line', 'dots' or 'both'[, dashed])
     in a colour (COLOURS[colours[k]]; by default one each), its label in the legend at the
     right; each axis, (title, format), spans all the points."""
@@ -73,9 +73,12 @@ def chart_svg(series, x_axis, y_axis, colours=None, w=600, h=420, pad=70, legend
         if style != 'line':
             body += ['<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>' % (*xy(x, y), colour)
                      for x, y in points]
-        body.append(f'<path d="M{w} {top + 20 * k - 4}h24" {stroke}/><text x="{w + 30}" '
-                    f'y="{top + 20 * k}" fill="{colour}">{escape(label)}</text>')
-    return svg(w + legend, h, ''.join(body))
+        body.append((f'<path d="M{w + 9} {top + 20 * k - 4}a3 3 0 1 0 6 0a3 3 0 1 0 -6 0" '
+                     f'fill="{colour}"/>' if style == 'dots' else  # a dot, as the points are
+                     f'<path d="M{w} {top + 20 * k - 4}h24" {stroke}/>')
+                    + f'<text x="{w + 30}" y="{top + 20 * k}" fill="{colour}">{escape(label)}'
+                    '</text>')
+    return svg(w + 40 + 7 * max(len(label) for label, *_ in series), h, ''.join(body))
 
 
 def frames(trace, tok, size, start=()):
