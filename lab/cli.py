@@ -9,7 +9,7 @@ import sys
 import microdiffusion as md
 from lab.frontier import run_frontier
 from lab.reports import run_bench, run_eval, run_forward
-from lab.sampling import SAMPLE_SETTINGS, run_sample
+from lab.sampling import LOOP, SAMPLE_SETTINGS, run_sample
 from lab.settings import LIMITS, SAMPLING_LIMITS, TEXT_BLOCK, fits
 from lab.terminal import Interrupted, UserError, out, say, unsafe
 from lab.data import DEFAULT_DATA, ROOT
@@ -20,7 +20,6 @@ from variants.mlp import MLPConfig
 from variants.padded import Sampling as PaddedSampling
 
 DEFAULT_CHECKPOINT = 'model.json'
-LOOP_FIELDS = ('loop_at', 'loop_passes', 'loop_remask', 'loop_temperature')
 
 
 class Parser(argparse.ArgumentParser):
@@ -52,15 +51,10 @@ def setting(rule):
 def loop_setting(text):
     """An argparse type for --loop AT,PASSES,REMASK[,TEMPERATURE]: ReMDM's loop's settings."""
     parts = text.split(',')
-    try:
-        numbers = [int(x) for x in parts[:3]] + [float(x) for x in parts[3:]]
-    except ValueError:
-        numbers = []
-    if len(parts) not in (3, 4) or len(numbers) != len(parts) or not (
-            all(fits(x, SAMPLING_LIMITS[name]) for x, name in zip(numbers, LOOP_FIELDS))):
-        raise argparse.ArgumentTypeError(f'{text!r}: give AT,PASSES,REMASK[,TEMPERATURE] in '
-                                         'range, such as 2,4,1')
-    return dict(zip(LOOP_FIELDS, numbers))
+    if len(parts) not in (3, 4):
+        raise argparse.ArgumentTypeError(f'{text!r}: give AT,PASSES,REMASK[,TEMPERATURE], such '
+                                         'as 2,4,1')
+    return {name: setting(SAMPLING_LIMITS[name])(part) for name, part in zip(LOOP, parts)}
 
 
 def file_name(text):

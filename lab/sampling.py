@@ -17,7 +17,7 @@ from lab.workers import Workers, enough, sample_names
 from variants.padded import Sampling as PaddedSampling
 from variants.text import Sampling as TextSampling, write
 
-LOOP = ('loop_passes', 'loop_at', 'loop_remask', 'loop_temperature')
+LOOP = ('loop_at', 'loop_passes', 'loop_remask', 'loop_temperature')  # (--loop's order)
 SAMPLE_SETTINGS = ('steps', 'temp_start', 'temp_end', 'temperature', 'remask', 'order',
                    'length') + LOOP
 # What a left-to-right sampler (GPT's, or --order left-to-right) has no use for: it draws every
